@@ -1,0 +1,116 @@
+"""`PrefixConfig`: what an adapter is (method, size, initialization, reparametrization, positions).
+
+Read by every layer of the package; depends only on `errors`. Field help strings are reused by the CLI, so
+a flag and a field are one thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefixtune.errors import ConfigError
+
+Method = Literal["prefix", "kv", "prompt"]
+METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")
+INITS: tuple[str, ...] = ("random", "vocab", "text")
+POSITION_CONVENTIONS: tuple[str, ...] = ("shifted",)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixConfig:
+    """Configuration of one adapter.
+
+    Every method compiles to the same artifact, a per-layer key/value prefix (`PrefixKV`); see DESIGN.md §1.
+    """
+
+    method: str = field(
+        default="prefix",
+        metadata={
+            "help": "prefix: trainable hidden-state prefix P^l per layer (Li & Liang's method, DESIGN.md §1); "
+            "kv: per-layer keys/values trained directly (PEFT PrefixTuningConfig form); "
+            "prompt: soft prompt prepended once to the token embeddings (prompt tuning)."
+        },
+    )
+    num_virtual_tokens: int = field(
+        default=16, metadata={"help": "m, the number of prefix vectors per layer (per adapter)."}
+    )
+    init: str = field(
+        default="random",
+        metadata={
+            "help": "random: normal with the embedding matrix's std; vocab: states of random vocabulary "
+            "tokens run through the frozen model; text: states of `init_text` run through the frozen model "
+            "(the recipe reported best for modern LLMs)."
+        },
+    )
+    init_text: str | None = field(
+        default=None, metadata={"help": "Text whose activations initialize the prefix (init='text')."}
+    )
+    reparam_hidden: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hidden width of the reparametrization MLP (Li & Liang 2021, §4.3); used during "
+            "training only and folded away on save. None: train the prefix directly."
+        },
+    )
+    position_convention: str = field(
+        default="shifted",
+        metadata={
+            "help": "shifted: [P^l ; H] is numbered 0..m+n-1, so prefix i has position i and real token j "
+            "has position m+j (as PEFT and the original code)."
+        },
+    )
+    seed: int | None = field(
+        default=None, metadata={"help": "Seed for the initialization (None: torch's RNG)."}
+    )
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, source="PrefixConfig")
+
+    def problems(self) -> list[str]:
+        """Every problem with this configuration (empty when valid)."""
+        out: list[str] = []
+        if self.method not in METHODS:
+            out.append(f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}")
+        if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
+            out.append(f"num_virtual_tokens={self.num_virtual_tokens!r} must be an integer >= 1")
+        if self.init not in INITS:
+            out.append(f"init={self.init!r} is unknown; choose one of {', '.join(INITS)}")
+        if self.init == "text" and not self.init_text:
+            out.append("init='text' needs init_text='...' (the text whose activations start the prefix)")
+        if self.init_text and self.init != "text":
+            out.append(f"init_text is given but init={self.init!r}; set init='text' to use it")
+        if self.reparam_hidden is not None and (
+            not isinstance(self.reparam_hidden, int) or self.reparam_hidden < 1
+        ):
+            out.append(f"reparam_hidden={self.reparam_hidden!r} must be a positive integer or None")
+        if self.reparam_hidden is not None and self.method == "prompt":
+            out.append(
+                "reparam_hidden is for methods 'prefix' and 'kv'; prompt tuning trains the prompt directly"
+            )
+        if self.position_convention not in POSITION_CONVENTIONS:
+            out.append(
+                f"position_convention={self.position_convention!r} is unknown; "
+                f"choose one of {', '.join(POSITION_CONVENTIONS)}"
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrefixConfig:
+        """Build from a dict, naming unknown keys instead of failing on them one at a time."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown PrefixConfig keys {unknown}; known keys are {sorted(names)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> PrefixConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

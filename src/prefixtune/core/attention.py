@@ -1,0 +1,148 @@
+"""Prefix-aware attention: the math of the one injection mechanism.
+
+Every layer's attention gets, per batch row, the row's compiled prefix keys/values (or none) in front of the
+real tokens' keys/values:
+
+    out_i = softmax(q_i [K_prefix ; K]^T * scale + mask) [V_prefix ; V]
+
+Two ways to compute it, chosen by the query length:
+- many queries (training, evaluation, prefill): concatenate the prefix to the keys/values once and call the
+  model's own attention implementation (sdpa or eager) with the mask widened by the prefix columns;
+- one query (a decoding step): score the prefix and the cache separately and take one softmax over both, so
+  the growing cache is never copied to attach the prefix (the DESIGN.md §5 pitfall with `DynamicCache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from prefixtune.core.prefix_batch import PrefixBatch, current_prefix_batch
+
+AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+# Attention options the split (decoding) path does not implement; with them it falls back to concatenation.
+_SPLIT_UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
+
+
+def layer_index(module: nn.Module) -> int:
+    """The decoder layer an attention module belongs to (set by `core.hf.attention.install`)."""
+    idx = getattr(module, "_prefixtune_layer_idx", None)
+    if idx is None:
+        idx = getattr(module, "layer_idx", None)
+    if idx is None:
+        raise RuntimeError(
+            f"{type(module).__name__} has no layer index; was prefixtune installed on the model?"
+        )
+    return int(idx)
+
+
+def prefix_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    base_fn: AttentionFn,
+    mask_is_additive: bool,
+    prefix_batch: PrefixBatch | None = None,
+    kv_capture: Any = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention over [row's prefix ; keys], registered with transformers' AttentionInterface.
+
+    Args:
+        module: the attention module (transformers passes itself).
+        query: (B, H_q, T_q, D). key, value: (B, H_kv, T_kv, D), after rotary embedding and cache update.
+        attention_mask: transformers' mask for the real tokens, (B|1, 1, T_q, T_kv) bool (sdpa) or additive
+            float (eager), or None for a plain causal mask.
+        base_fn: the model's own attention implementation (sdpa or eager) that does the arithmetic.
+        mask_is_additive: whether `base_fn` expects an additive float mask (eager) rather than bool (sdpa).
+        prefix_batch: the per-row prefixes, passed down by transformers from the model's forward kwargs
+            (or bound with `core.prefix_batch.active_prefix_batch`, as `generate` needs).
+        kv_capture: a `core.capture.KVCapture` when compiling a prefix (records this layer's keys/values).
+
+    Returns:
+        (attn_output (B, T_q, H_q, D), attention weights or None), as transformers expects.
+    """
+    layer = layer_index(module)
+    if prefix_batch is None and kv_capture is None:
+        prefix_batch = current_prefix_batch()
+    if kv_capture is not None:
+        kv_capture.record(layer, key, value)
+    if prefix_batch is not None and prefix_batch.store is not None:
+        key, value, attention_mask = prefix_batch.store.update(layer, key, value)
+        if mask_is_additive:
+            attention_mask = _to_additive(attention_mask, query.dtype)
+    if prefix_batch is None or prefix_batch.is_empty:
+        return base_fn(module, query, key, value, attention_mask, **kwargs)
+
+    B, _, T_q, _ = query.shape
+    pk, pv, pvalid = prefix_batch.layer(layer, B)  # (b, H_kv, M, D), (b, H_kv, M, D), (B, M)
+    ctx_allowed = _allowed(attention_mask, B, T_q, key.shape[2], query.device)  # (B, 1, T_q, T_kv) bool
+    if T_q == 1 and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
+        return _split_attention(query, key, value, pk, pv, pvalid, ctx_allowed, kwargs.get("scaling")), None
+
+    M = pk.shape[2]
+    prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, M)  # (B, 1, T_q, M)
+    mask = torch.cat([prefix_allowed, ctx_allowed], dim=-1)  # (B, 1, T_q, M + T_kv)
+    if mask_is_additive:
+        mask = _to_additive(mask, query.dtype)
+    key = torch.cat([pk.expand(B, -1, -1, -1).to(key.dtype), key], dim=2)  # (B, H_kv, M + T_kv, D)
+    value = torch.cat([pv.expand(B, -1, -1, -1).to(value.dtype), value], dim=2)
+    return base_fn(module, query, key, value, mask, **kwargs)
+
+
+def _allowed(mask: torch.Tensor | None, B: int, T_q: int, T_kv: int, device: torch.device) -> torch.Tensor:
+    """transformers' mask (or None = causal) as bool (B, 1, T_q, T_kv), True = may attend."""
+    if mask is None:
+        q_pos = torch.arange(T_q, device=device)[:, None] + (T_kv - T_q)
+        allowed = torch.arange(T_kv, device=device)[None, :] <= q_pos  # (T_q, T_kv)
+        return allowed[None, None].expand(B, 1, T_q, T_kv)
+    if mask.dtype != torch.bool:
+        # transformers' additive masks hold 0 (attend) or the dtype's minimum (masked)
+        mask = mask > torch.finfo(mask.dtype).min / 2
+    return mask[..., -T_kv:].expand(B, 1, T_q, T_kv)
+
+
+def _to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool mask -> additive float mask (0 where allowed, dtype minimum elsewhere)."""
+    if allowed.dtype != torch.bool:
+        return allowed
+    out = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return out.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def _split_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    pk: torch.Tensor,
+    pv: torch.Tensor,
+    pvalid: torch.Tensor,
+    ctx_allowed: torch.Tensor,
+    scaling: float | None,
+) -> torch.Tensor:
+    """One softmax over prefix and context scores without concatenating keys (decoding steps).
+
+    Query heads are grouped by the key/value head they share (grouped-query attention), so neither the
+    prefix nor the cache is repeated per query head.
+    """
+    B, H_q, T_q, D = query.shape
+    H_kv = key.shape[1]
+    G = H_q // H_kv
+    M = pk.shape[2]
+    scale = scaling if scaling is not None else D**-0.5
+    q = query.reshape(B, H_kv, G * T_q, D)  # head h = kv_head * G + g, as transformers' repeat_kv
+    scores_p = torch.matmul(q, pk.transpose(-1, -2).to(q.dtype))  # (B, H_kv, G*T_q, M)
+    scores_c = torch.matmul(q, key.transpose(-1, -2))  # (B, H_kv, G*T_q, T_kv)
+    scores = torch.cat([scores_p, scores_c], dim=-1).float() * scale
+    ctx = ctx_allowed[:, :, None].expand(B, 1, G, T_q, -1).reshape(B, 1, G * T_q, -1)
+    allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, G * T_q, M), ctx], dim=-1)
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(value.dtype)
+    out = torch.matmul(probs[..., :M], pv.to(value.dtype)) + torch.matmul(probs[..., M:], value)
+    return out.reshape(B, H_q, T_q, D).transpose(1, 2)  # (B, T_q, H_q, D)

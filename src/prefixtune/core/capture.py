@@ -1,0 +1,110 @@
+"""Running the frozen model to read what each layer's attention stores.
+
+Compilation and initialization both need "the keys and values layer l computes from these inputs". Rather
+than re-implement every architecture's norms, projections, q/k norms and rotary embedding, we run the model's
+own modules and record the keys/values its attention function receives (DESIGN.md §2, issue 2 item 3). A
+forward pre-hook can replace each layer's input with its own prefix P^l (method "prefix"); the run stops
+right after the last layer's keys/values are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from prefixtune.core.hf.attention import install
+from prefixtune.core.hf.layers import decoder_layers, num_layers
+
+
+class _CaptureComplete(Exception):
+    """Raised by the last layer's attention to end a capture run early (internal control flow)."""
+
+
+class KVCapture:
+    """Collects one (key, value) pair per layer during a capture run."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.keys[layer], self.values[layer] = key, value
+        if layer == len(self.keys) - 1:
+            raise _CaptureComplete
+
+
+@contextmanager
+def _replace_layer_inputs(model: nn.Module, layer_inputs: torch.Tensor) -> Iterator[None]:
+    """Make decoder layer l see `layer_inputs[:, l]` as its input hidden states. layer_inputs: (B, L, m, d)."""
+
+    def make_hook(idx: int):
+        def hook(module, args, kwargs):
+            new = layer_inputs[:, idx]
+            if args:
+                return (new.to(args[0].dtype), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": new.to(kwargs["hidden_states"].dtype)}
+
+        return hook
+
+    handles = [
+        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+        for i, layer in enumerate(decoder_layers(model))
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_kv(
+    model: nn.Module,
+    *,
+    inputs_embeds: torch.Tensor | None = None,
+    input_ids: torch.Tensor | None = None,
+    layer_inputs: torch.Tensor | None = None,
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Keys and values every layer's attention computes, at positions 0..T-1.
+
+    Args:
+        model: a transformers causal LM (frozen; gradients still flow to the inputs).
+        inputs_embeds: (B, T, d) input embeddings, or
+        input_ids: (B, T) token ids.
+        layer_inputs: optional (B, L, T, d): replaces each layer's input hidden states (method "prefix").
+
+    Returns:
+        (keys, values): per layer, (B, H_kv, T, D).
+    """
+    install(model)
+    L = num_layers(model)
+    T = (inputs_embeds if inputs_embeds is not None else input_ids).shape[1]
+    device = model.get_input_embeddings().weight.device
+    if inputs_embeds is None and input_ids is None:
+        raise ValueError("capture_kv needs inputs_embeds or input_ids")
+    if layer_inputs is not None and inputs_embeds is None and input_ids is None:
+        raise ValueError("capture_kv needs inputs of the right length with layer_inputs")
+    capture = KVCapture(L)
+    position_ids = torch.arange(T, device=device)[None]
+    kwargs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    try:
+        if layer_inputs is not None:
+            with _replace_layer_inputs(model, layer_inputs):
+                model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
+        else:
+            model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
+    except _CaptureComplete:
+        pass
+    if any(k is None for k in capture.keys):
+        raise RuntimeError("a capture run ended before every layer's attention ran")
+    return tuple(capture.keys), tuple(capture.values)  # type: ignore[arg-type]
+
+
+def layer_input_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """The hidden states each decoder layer receives for `input_ids` (B, T): (B, L, T, d)."""
+    L = num_layers(model)
+    out = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+    # hidden_states[l] is the input of layer l for l < L (transformers convention)
+    return torch.stack(out.hidden_states[:L], dim=1)

@@ -1,0 +1,63 @@
+"""Finding the decoder layers and embeddings of a Hugging Face causal LM, without per-architecture code."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prefixtune.errors import UnsupportedModelError
+
+
+def num_layers(model: nn.Module) -> int:
+    """The number of decoder layers, from the config."""
+    config = model.config
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise UnsupportedModelError(f"cannot read the number of layers from {type(config).__name__}")
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers: the one whose length is the config's layer count.
+
+    Raises:
+        UnsupportedModelError: when no such list exists or it is ambiguous.
+    """
+    n = num_layers(model)
+    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if len(candidates) != 1:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: expected exactly one list of {n} decoder layers, found {len(candidates)}; "
+            "prefixtune supports decoder-only causal LMs from transformers"
+        )
+    return candidates[0]
+
+
+def hidden_size(model: nn.Module) -> int:
+    """d, the width of the residual stream."""
+    return int(input_embeddings(model).weight.shape[1])
+
+
+def input_embeddings(model: nn.Module) -> nn.Embedding:
+    """The token embedding module."""
+    emb = model.get_input_embeddings()
+    if emb is None or not hasattr(emb, "weight"):
+        raise UnsupportedModelError(f"{type(model).__name__} has no token embedding matrix")
+    return emb
+
+
+def embedding_std(model: nn.Module) -> float:
+    """Standard deviation of the token embedding matrix (scale for random initializations)."""
+    with torch.no_grad():
+        return float(input_embeddings(model).weight.float().std())
+
+
+def attention_layer_index(model: nn.Module) -> dict[int, int]:
+    """Map id(attention module) -> layer index, for attention modules without a `layer_idx` attribute."""
+    mapping: dict[int, int] = {}
+    for idx, layer in enumerate(decoder_layers(model)):
+        for sub in layer.modules():
+            if sub is not layer and hasattr(sub, "forward") and "Attention" in type(sub).__name__:
+                mapping[id(sub)] = idx
+    return mapping

@@ -1,0 +1,105 @@
+"""The one injection mechanism: run a transformers model with per-row prefixes.
+
+Training, evaluation, `generate` and the serving engine all come through here (DESIGN.md §2). The prefix
+reaches each layer's attention as a forward kwarg (`prefix_batch`) that transformers passes down to the
+registered attention function (`core.attention.prefix_attention`); positions follow the row's convention
+(`core.positions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from prefixtune.core.hf.attention import PREFIX, install
+from prefixtune.core.positions import shifted_position_ids
+from prefixtune.core.prefix_batch import KVStore, PrefixBatch
+from prefixtune.core.prefix_kv import PrefixKV
+
+__all__ = ["KVStore", "PrefixBatch", "ensure_installed", "prefix_forward", "prepare_prefix_inputs"]
+
+
+def ensure_installed(model: nn.Module) -> None:
+    """Install prefix-aware attention on `model` unless it is already there."""
+    if not (model.config._attn_implementation or "").startswith(PREFIX):
+        install(model)
+
+
+def prepare_prefix_inputs(
+    model: nn.Module,
+    prefix_kvs: Sequence[PrefixKV | None],
+    attention_mask: torch.Tensor,
+    *,
+    kv_store: KVStore | None = None,
+) -> tuple[PrefixBatch, torch.Tensor]:
+    """The `prefix_batch` kwarg and the position ids for a batch (used by forward and generate).
+
+    Args:
+        model: the base model (sets device and dtype of the stacked prefix).
+        prefix_kvs: one PrefixKV or None per row.
+        attention_mask: (B, T) 1 for real tokens, 0 for padding.
+
+    Returns:
+        (prefix_batch, position_ids (B, T)).
+    """
+    ensure_installed(model)
+    if len(prefix_kvs) != attention_mask.shape[0]:
+        raise ValueError(f"got {len(prefix_kvs)} prefixes for a batch of {attention_mask.shape[0]} rows")
+    for kv in prefix_kvs:
+        if kv is not None and kv.position_convention != "shifted":
+            raise ValueError(f"position convention {kv.position_convention!r} is not supported")
+    weight = model.get_input_embeddings().weight
+    batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype, store=kv_store)
+    return batch, shifted_position_ids(attention_mask, batch.lengths)
+
+
+def prefix_forward(
+    model: nn.Module,
+    input_ids: torch.Tensor | None = None,
+    *,
+    prefix_kvs: Sequence[PrefixKV | None],
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    kv_store: KVStore | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Forward a batch where row r attends to `prefix_kvs[r]` (None: the bare model).
+
+    Args:
+        model: a transformers causal LM (prefix-aware attention is installed on first use).
+        input_ids: (B, T) token ids (or `inputs_embeds` (B, T, d)).
+        prefix_kvs: one PrefixKV or None per row; rows may mix adapters and prefix lengths.
+        attention_mask: (B, T), default all ones. Ignored with a `kv_store` (the store owns the mask).
+        position_ids: (B, T); default m_row + (real tokens before). Required with a `kv_store`.
+        kv_store: a caller-owned KV cache (serving); transformers' cache is then not used.
+        **kwargs: passed to the model (e.g. labels).
+
+    Returns:
+        The model's output (`.logits` (B, T, V), `.loss` when labels are given).
+    """
+    ref = input_ids if input_ids is not None else inputs_embeds
+    B, T = ref.shape[0], ref.shape[1]
+    if kv_store is not None:
+        if position_ids is None:
+            raise ValueError("prefix_forward with a kv_store needs explicit position_ids")
+        ensure_installed(model)
+        weight = model.get_input_embeddings().weight
+        batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype, store=kv_store)
+        kwargs.update(use_cache=False, attention_mask=None)
+    else:
+        if attention_mask is None:
+            attention_mask = torch.ones(B, T, dtype=torch.long, device=ref.device)
+        batch, default_positions = prepare_prefix_inputs(model, prefix_kvs, attention_mask)
+        position_ids = default_positions if position_ids is None else position_ids
+        kwargs["attention_mask"] = attention_mask
+    return model(
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        position_ids=position_ids,
+        prefix_batch=batch,
+        **kwargs,
+    )

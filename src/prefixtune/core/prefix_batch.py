@@ -1,0 +1,164 @@
+"""`PrefixBatch`: the per-row prefixes of one forward pass, stacked per layer.
+
+Rows may use different adapters with different m, or none. Row r's prefix occupies columns [0, m_r) of a
+(B, H_kv, M, D) tensor, M = max m_r; `valid` marks which columns are real so attention masks the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from prefixtune.core.prefix_kv import PrefixKV
+
+
+class KVStore(Protocol):
+    """A KV cache owned by the caller (the serving engine), used instead of transformers' cache classes."""
+
+    def update(
+        self, layer_idx: int, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store this step's keys/values and return what the step attends to.
+
+        Args:
+            layer_idx: the decoder layer.
+            key, value: (B, H_kv, T_new, D) for the tokens of this step.
+
+        Returns:
+            keys_all, values_all: (B, H_kv, T_kv, D); mask: (B, 1, T_new, T_kv) bool, True = may attend.
+        """
+        ...
+
+
+@dataclass(eq=False)
+class PrefixBatch:
+    """Stacked per-row prefixes for one batch (see module docstring).
+
+    Attributes:
+        keys, values: per layer (B or 1, H_kv, M, D); batch 1 when every row shares one prefix.
+        valid: (B, M) bool, True where row r has a prefix position.
+        lengths: (B,) long, m_r (0 for rows without a prefix).
+        store: optional caller-owned KV cache (serving); None means transformers' own cache or none.
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    valid: torch.Tensor
+    lengths: torch.Tensor
+    store: KVStore | None = None
+    _expanded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, repr=False
+    )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no row has a prefix (the bare model runs untouched)."""
+        return not self.keys
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @classmethod
+    def build(
+        cls,
+        prefix_kvs: Sequence[PrefixKV | None],
+        *,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        store: KVStore | None = None,
+    ) -> PrefixBatch:
+        """Stack one `PrefixKV` (or None) per row.
+
+        Rows that share one PrefixKV object are stored once and broadcast, so a training batch on one
+        adapter costs no copy per row.
+        """
+        lengths = torch.tensor(
+            [0 if kv is None else kv.num_virtual_tokens for kv in prefix_kvs], dtype=torch.long
+        )
+        present = [kv for kv in prefix_kvs if kv is not None]
+        if device is None and present:
+            device = present[0].device
+        lengths = lengths.to(device) if device is not None else lengths
+        if not present:
+            return cls((), (), torch.zeros(len(prefix_kvs), 0, dtype=torch.bool), lengths, store)
+        M = int(lengths.max())
+        valid = torch.arange(M, device=lengths.device)[None, :] < lengths[:, None]  # (B, M)
+        shared = all(kv is present[0] for kv in prefix_kvs)
+        num_layers = present[0].num_layers
+        if any(kv.num_layers != num_layers for kv in present):
+            raise ValueError("all prefixes in a batch must have the same number of layers")
+        keys, values = [], []
+        for layer in range(num_layers):
+            if shared:
+                k = present[0].keys[layer][None]  # (1, H_kv, M, D)
+                v = present[0].values[layer][None]
+            else:
+                k = _stack_layer([None if kv is None else kv.keys[layer] for kv in prefix_kvs], M)
+                v = _stack_layer([None if kv is None else kv.values[layer] for kv in prefix_kvs], M)
+            keys.append(k.to(device=device, dtype=dtype))
+            values.append(v.to(device=device, dtype=dtype))
+        return cls(tuple(keys), tuple(values), valid, lengths, store)
+
+    def layer(self, layer_idx: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys (b, H_kv, M, D), values and valid (batch_size, M) for one layer, for a query batch.
+
+        `generate` with beams or several return sequences repeats each input row k times
+        (`repeat_interleave`), so a query batch of k * B rows is served by repeating each prefix row k times.
+        """
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        if batch_size == self.batch_size:
+            return k, v, self.valid
+        if batch_size % self.batch_size != 0:
+            raise ValueError(
+                f"query batch {batch_size} is not a multiple of the prefix batch {self.batch_size}"
+            )
+        cached = self._expanded.get((layer_idx, batch_size))
+        if cached is None:
+            rep = batch_size // self.batch_size
+            valid = self.valid.repeat_interleave(rep, dim=0)
+            if k.shape[0] != 1:
+                k, v = k.repeat_interleave(rep, dim=0), v.repeat_interleave(rep, dim=0)
+            cached = (k, v, valid)
+            self._expanded[(layer_idx, batch_size)] = cached
+        return cached
+
+
+def _stack_layer(rows: list[torch.Tensor | None], M: int) -> torch.Tensor:
+    """Stack per-row (H_kv, m_r, D) tensors into (B, H_kv, M, D), zero-filled past m_r."""
+    ref = next(t for t in rows if t is not None)
+    H, _, D = ref.shape
+    out = []
+    for t in rows:
+        if t is None:
+            out.append(ref.new_zeros(H, M, D))
+        elif t.shape[1] < M:
+            out.append(torch.cat([t, t.new_zeros(H, M - t.shape[1], D)], dim=1))
+        else:
+            out.append(t)
+    return torch.stack(out, dim=0)
+
+
+# `generate` refuses forward kwargs it does not know, so for generation the batch's prefixes are bound to the
+# running context instead of passed as a kwarg. A ContextVar is per thread (and per asyncio task).
+_ACTIVE: ContextVar[PrefixBatch | None] = ContextVar("prefixtune_active_prefix_batch", default=None)
+
+
+@contextmanager
+def active_prefix_batch(batch: PrefixBatch) -> Iterator[None]:
+    """Make `batch` the prefixes of every forward pass run in this context without a `prefix_batch` kwarg."""
+    token = _ACTIVE.set(batch)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current_prefix_batch() -> PrefixBatch | None:
+    """The batch bound by `active_prefix_batch`, if any."""
+    return _ACTIVE.get()

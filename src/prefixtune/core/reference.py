@@ -1,0 +1,113 @@
+"""The reference path: DESIGN.md §1 written out literally, layer by layer. The executable specification.
+
+For method "prefix", layer l gets X^l = [P^l ; H^{l-1}] (m + n positions), runs as usual over all of them,
+and only the last n outputs go on: H^l = Layer(X^l)[-n:]. For method "prompt", the soft prompt is put in
+front of the token embeddings once and its positions flow through every layer.
+
+Deliberately slow and independent of the fast path: no compilation, no key/value capture, no prefix-aware
+attention (the model's own attention implementation runs with an explicit (m+n) x (m+n) mask). It supports
+the architectures the tests use: GPT-2 (learned absolute positions) and the Llama family (rotary; Llama,
+Qwen2/3, Mistral), read through their public module names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from prefixtune.core.hf.attention import base_implementation
+from prefixtune.errors import UnsupportedModelError
+
+
+@torch.no_grad()
+def reference_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    layer_prefixes: torch.Tensor | None = None,
+    prompt: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits of the real tokens, computed literally.
+
+    Args:
+        model: a GPT-2 or Llama-family causal LM.
+        input_ids: (B, n). attention_mask: (B, n), 1 = real token (left or right padding).
+        layer_prefixes: (L, m, d), method "prefix": P^l for every layer.
+        prompt: (m, d), method "prompt": the soft prompt.
+
+    Returns:
+        (B, n, V) logits at the real token positions (values at padding positions are unspecified).
+    """
+    if (layer_prefixes is None) == (prompt is None):
+        raise ValueError("give exactly one of layer_prefixes (method 'prefix') or prompt (method 'prompt')")
+    B, n = input_ids.shape
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    m = layer_prefixes.shape[1] if layer_prefixes is not None else prompt.shape[0]
+    family = _family(model)
+    dtype = model.get_input_embeddings().weight.dtype
+
+    # Positions: prefix i -> i, real token j -> m + j, j counting real tokens only ("shifted").
+    real_pos = (mask.long().cumsum(-1) - 1).clamp(min=0) + m  # (B, n)
+    prefix_pos = torch.arange(m, device=input_ids.device)[None].expand(B, m)
+    position_ids = torch.cat([prefix_pos, real_pos], dim=1)  # (B, m+n)
+    attn = _mask(torch.cat([torch.ones(B, m, dtype=mask.dtype, device=mask.device), mask], 1), dtype)
+
+    tokens = model.get_input_embeddings()(input_ids)  # (B, n, d)
+    if prompt is not None:
+        h = torch.cat([prompt.to(dtype)[None].expand(B, -1, -1), tokens], dim=1)  # (B, m+n, d)
+        h = family.embed_positions(h, position_ids)
+    else:
+        h = family.embed_positions(tokens, real_pos)  # (B, n, d): H^0
+    rope = family.rotary(h, position_ids)
+    for l, layer in enumerate(family.layers):
+        x = torch.cat([layer_prefixes[l].to(dtype)[None].expand(B, -1, -1), h], 1) if prompt is None else h
+        out = layer(x, attention_mask=attn, position_ids=position_ids, position_embeddings=rope)
+        out = out[0] if isinstance(out, tuple) else out  # (B, m+n, d)
+        h = out[:, m:] if prompt is None else out  # keep the last n: prefix outputs are discarded
+    h = family.final_norm(h)
+    return model.get_output_embeddings()(h[:, -n:])
+
+
+def _mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive (B, 1, S, S) causal mask over [prefix ; tokens]; padding keys masked."""
+    S = key_valid.shape[1]
+    causal = torch.ones(S, S, dtype=torch.bool, device=key_valid.device).tril()
+    allowed = causal[None, None] & key_valid.bool()[:, None, None, :]
+    allowed = allowed | torch.eye(S, dtype=torch.bool, device=key_valid.device)  # no empty rows at padding
+    return torch.zeros(allowed.shape, dtype=dtype, device=key_valid.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+class _Family:
+    """Module access for one architecture family."""
+
+    def __init__(
+        self,
+        layers: nn.ModuleList,
+        embed_positions: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        rotary: Callable[[torch.Tensor, torch.Tensor], object],
+        final_norm: nn.Module,
+    ) -> None:
+        self.layers, self.embed_positions, self.rotary, self.final_norm = (
+            layers,
+            embed_positions,
+            rotary,
+            final_norm,
+        )
+
+
+def _family(model: nn.Module) -> _Family:
+    if base_implementation(model) not in ("sdpa", "eager"):
+        raise UnsupportedModelError("the reference path runs with sdpa or eager attention")
+    inner = getattr(model, "transformer", None) or getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "wte") and hasattr(inner, "wpe"):  # GPT-2
+        return _Family(inner.h, lambda h, pos: h + inner.wpe(pos), lambda h, pos: None, inner.ln_f)
+    if inner is not None and hasattr(inner, "rotary_emb") and hasattr(inner, "layers"):  # Llama family
+        return _Family(inner.layers, lambda h, pos: h, inner.rotary_emb, inner.norm)
+    raise UnsupportedModelError(
+        f"the reference path supports GPT-2 and the Llama family, not {type(model).__name__}"
+    )

@@ -1,0 +1,1 @@
+"""Generation with prefixes: transformers' `generate` driven through the one injection mechanism."""

@@ -1,0 +1,194 @@
+"""The prefixtune adapter directory: `adapter_config.json` + `adapter.safetensors`.
+
+adapter_config.json holds the format version, the library version, the PrefixConfig, the geometry it was
+made for, the base-model fingerprint and free-form metadata (the training task format, for example).
+adapter.safetensors holds the trained tensors with any reparametrization folded away, and optionally the
+compiled per-layer keys/values ("compiled.keys.{l}", "compiled.values.{l}").
+
+Reading validates everything before anything is built: a bad directory raises `AdapterFormatError` naming
+the file and the problem. Writing is atomic. Pickle files are never read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from prefixtune.config import PrefixConfig
+from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.errors import AdapterFormatError, ConfigError
+from prefixtune.io.atomic import atomic_directory
+from prefixtune.version import __version__
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter.safetensors"
+COMPILED_PREFIX = "compiled."
+
+
+@dataclass
+class AdapterFiles:
+    """The validated contents of an adapter directory."""
+
+    path: Path
+    config: PrefixConfig
+    tensors: dict[str, torch.Tensor]
+    fingerprint: dict[str, Any] | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    compiled: PrefixKV | None = None
+    raw_config: dict[str, Any] = field(default_factory=dict)
+
+
+def save_adapter_dir(
+    path: str | os.PathLike,
+    *,
+    config: PrefixConfig,
+    tensors: dict[str, torch.Tensor],
+    geometry: ModelGeometry,
+    fingerprint: dict[str, Any] | None,
+    metadata: dict[str, Any] | None = None,
+    compiled: PrefixKV | None = None,
+) -> Path:
+    """Write an adapter directory atomically (the old one, if any, is replaced only on success)."""
+    payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    if compiled is not None:
+        for i, (k, v) in enumerate(zip(compiled.keys, compiled.values, strict=True)):
+            payload[f"{COMPILED_PREFIX}keys.{i}"] = k.detach().to("cpu").contiguous()
+            payload[f"{COMPILED_PREFIX}values.{i}"] = v.detach().to("cpu").contiguous()
+    document = {
+        "format_version": FORMAT_VERSION,
+        "prefixtune_version": __version__,
+        "method": config.method,
+        "num_virtual_tokens": config.num_virtual_tokens,
+        "position_convention": config.position_convention,
+        "config": config.to_dict(),
+        "num_layers": geometry.num_layers,
+        "hidden_size": geometry.hidden_size,
+        "kv_shapes": [list(s) for s in geometry.kv_shapes],
+        "num_parameters": sum(t.numel() for k, t in tensors.items()),
+        "base_model_fingerprint": fingerprint,
+        "metadata": metadata or {},
+        "tensors": {k: list(v.shape) for k, v in payload.items()},
+    }
+    with atomic_directory(path) as tmp:
+        save_file(payload, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "prefixtune_format": "1"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def read_adapter_dir(path: str | os.PathLike) -> AdapterFiles:
+    """Read and validate an adapter directory (shapes against a model are checked by `check_shapes`).
+
+    Raises:
+        AdapterFormatError: missing directory or files, invalid JSON, unknown format version or method,
+            truncated or corrupt safetensors, NaN/Inf values.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise AdapterFormatError(f"{root}: no such adapter directory")
+    document = _read_config_json(root / CONFIG_FILE)
+    config = _parse_config(root / CONFIG_FILE, document)
+    tensors = _read_tensors(root / WEIGHTS_FILE)
+    compiled = _split_compiled(tensors, config)
+    return AdapterFiles(
+        path=root,
+        config=config,
+        tensors=tensors,
+        fingerprint=document.get("base_model_fingerprint"),
+        metadata=document.get("metadata") or {},
+        compiled=compiled,
+        raw_config=document,
+    )
+
+
+def check_shapes(files: AdapterFiles, expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise AdapterFormatError unless the tensors are exactly the expected names and shapes."""
+    weights = files.path / WEIGHTS_FILE
+    missing = sorted(set(expected) - set(files.tensors))
+    extra = sorted(set(files.tensors) - set(expected))
+    if missing or extra:
+        raise AdapterFormatError(
+            f"{weights}: tensors do not match method {files.config.method!r} on this model "
+            f"(missing {missing[:4]}, unexpected {extra[:4]})"
+        )
+    for name, shape in expected.items():
+        got = tuple(files.tensors[name].shape)
+        if got != tuple(shape):
+            raise AdapterFormatError(
+                f"{weights}: tensor {name!r} has shape {got}, but this model needs {tuple(shape)} "
+                "(was the adapter made for another base model?)"
+            )
+
+
+def _read_config_json(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise AdapterFormatError(
+            f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        document = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterFormatError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise AdapterFormatError(f"{file}: expected a JSON object, got {type(document).__name__}")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise AdapterFormatError(
+            f"{file}: format_version {version!r} is not supported by prefixtune {__version__} "
+            f"(it reads format_version {FORMAT_VERSION}; written by prefixtune "
+            f"{document.get('prefixtune_version', 'unknown')}); upgrade prefixtune or re-export the adapter"
+        )
+    return document
+
+
+def _parse_config(file: Path, document: dict[str, Any]) -> PrefixConfig:
+    raw = document.get("config")
+    if not isinstance(raw, dict):
+        raise AdapterFormatError(f"{file}: missing the 'config' object")
+    try:
+        return PrefixConfig.from_dict(raw)
+    except ConfigError as exc:
+        raise AdapterFormatError(f"{file}: {exc}") from None
+    except TypeError as exc:
+        raise AdapterFormatError(f"{file}: bad config ({exc})") from None
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise AdapterFormatError(
+            f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(f"{file}: cannot be read, truncated or corrupt ({exc})") from None
+    for name, tensor in tensors.items():
+        if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise AdapterFormatError(
+                f"{file}: tensor {name!r} holds {bad} NaN/Inf values; the adapter is broken"
+            )
+    return tensors
+
+
+def _split_compiled(tensors: dict[str, torch.Tensor], config: PrefixConfig) -> PrefixKV | None:
+    names = [k for k in tensors if k.startswith(COMPILED_PREFIX)]
+    if not names:
+        return None
+    compiled = {k[len(COMPILED_PREFIX) :]: tensors.pop(k) for k in names}
+    L = math.ceil(len(compiled) / 2)
+    try:
+        keys = tuple(compiled[f"keys.{i}"] for i in range(L))
+        values = tuple(compiled[f"values.{i}"] for i in range(L))
+        return PrefixKV(keys, values, method=config.method, position_convention=config.position_convention)
+    except (KeyError, ValueError) as exc:
+        raise AdapterFormatError(f"compiled keys/values are incomplete or malformed ({exc})") from None

@@ -1,0 +1,82 @@
+"""Method "prefix": the hidden-state prefix P^l of each layer (DESIGN.md §1, the method itself).
+
+Layer l sees [P^l ; H^{l-1}] and only the last n outputs go on, so P^l acts only through the keys and values
+layer l's frozen attention computes from it. Compiling runs every layer once on its own P^l (positions
+0..m-1) and records those keys/values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prefixtune.config import PrefixConfig
+from prefixtune.core.capture import capture_kv, layer_input_states
+from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.parametrizations.base import Parametrization
+from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
+from prefixtune.parametrizations.registry import register
+from prefixtune.parametrizations.reparam import ReparamMLP
+
+
+@register
+class HiddenStatePrefix(Parametrization):
+    """Trainable P^l for every layer l: L x m x d numbers (or an MLP producing them while training)."""
+
+    method = "prefix"
+
+    def __init__(
+        self,
+        config: PrefixConfig,
+        geometry: ModelGeometry,
+        prefix: torch.Tensor | None = None,
+        reparam: ReparamMLP | None = None,
+    ) -> None:
+        super().__init__(config, geometry)
+        self.prefix = nn.Parameter(prefix) if prefix is not None else None  # (L, m, d)
+        self.reparam = reparam
+
+    @classmethod
+    def create(cls, config, model, geometry, tokenizer):
+        L, m, d = geometry.num_layers, config.num_virtual_tokens, geometry.hidden_size
+        like = torch.empty(0, dtype=torch.float32, device=model.get_input_embeddings().weight.device)
+        std = embedding_scale(model)
+        ids = None if config.init == "random" else init_token_ids(config, model, tokenizer)
+        if config.reparam_hidden is not None:
+            if ids is None:
+                table = random_normal((m, d), std, config, like)
+            else:
+                table = model.get_input_embeddings()(ids)[0].detach().float()
+            return cls(config, geometry, reparam=ReparamMLP(table, config.reparam_hidden, L * d))
+        if ids is None:
+            start = random_normal((L, m, d), std, config, like)
+        else:
+            with torch.no_grad():
+                start = layer_input_states(model, ids)[0].float()  # (L, m, d)
+        return cls(config, geometry, prefix=start)
+
+    def states(self) -> torch.Tensor:
+        """The effective prefixes P^l, (L, m, d)."""
+        if self.reparam is not None:
+            m, L = self.config.num_virtual_tokens, self.geometry.num_layers
+            return self.reparam().view(m, L, -1).transpose(0, 1)
+        return self.prefix
+
+    def compile(self, model: nn.Module, fingerprint: dict | None = None) -> PrefixKV:
+        P = self.states()  # (L, m, d)
+        weight = model.get_input_embeddings().weight
+        dummy = torch.zeros(1, P.shape[1], P.shape[2], dtype=weight.dtype, device=weight.device)
+        keys, values = capture_kv(model, inputs_embeds=dummy, layer_inputs=P[None].to(weight.dtype))
+        return self._kv((k[0] for k in keys), (v[0] for v in values), fingerprint)
+
+    def folded_state(self) -> dict[str, torch.Tensor]:
+        return {"prefix": self.states().detach().float().contiguous()}
+
+    @classmethod
+    def expected_shapes(cls, config, geometry) -> dict[str, tuple[int, ...]]:
+        return {"prefix": (geometry.num_layers, config.num_virtual_tokens, geometry.hidden_size)}
+
+    @classmethod
+    def from_folded(cls, config, geometry, tensors):
+        return cls(config.replace(reparam_hidden=None), geometry, prefix=tensors["prefix"].float())

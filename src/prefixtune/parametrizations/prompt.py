@@ -1,0 +1,57 @@
+"""Method "prompt": prompt tuning (Lester et al. 2021), m soft-prompt vectors before the token embeddings.
+
+Unlike "prefix", the prompt enters once, at the embeddings, and its positions flow through every layer like
+tokens. With causal attention its keys/values at every layer still do not depend on the input, so it
+compiles, like the other methods, to a per-layer key/value prefix: run the frozen model on the prompt alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prefixtune.config import PrefixConfig
+from prefixtune.core.capture import capture_kv
+from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.parametrizations.base import Parametrization
+from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
+from prefixtune.parametrizations.registry import register
+
+
+@register
+class SoftPrompt(Parametrization):
+    """Trainable prompt embeddings: m x d numbers."""
+
+    method = "prompt"
+
+    def __init__(self, config: PrefixConfig, geometry: ModelGeometry, prompt: torch.Tensor) -> None:
+        super().__init__(config, geometry)
+        self.prompt = nn.Parameter(prompt)  # (m, d)
+
+    @classmethod
+    def create(cls, config, model, geometry, tokenizer):
+        m, d = config.num_virtual_tokens, geometry.hidden_size
+        like = torch.empty(0, dtype=torch.float32, device=model.get_input_embeddings().weight.device)
+        if config.init == "random":
+            return cls(config, geometry, random_normal((m, d), embedding_scale(model), config, like))
+        ids = init_token_ids(config, model, tokenizer)
+        with torch.no_grad():
+            start = model.get_input_embeddings()(ids)[0].float()
+        return cls(config, geometry, start)
+
+    def compile(self, model: nn.Module, fingerprint: dict | None = None) -> PrefixKV:
+        weight = model.get_input_embeddings().weight
+        keys, values = capture_kv(model, inputs_embeds=self.prompt[None].to(weight.dtype))
+        return self._kv((k[0] for k in keys), (v[0] for v in values), fingerprint)
+
+    def folded_state(self) -> dict[str, torch.Tensor]:
+        return {"prompt": self.prompt.detach().float().contiguous()}
+
+    @classmethod
+    def expected_shapes(cls, config, geometry) -> dict[str, tuple[int, ...]]:
+        return {"prompt": (config.num_virtual_tokens, geometry.hidden_size)}
+
+    @classmethod
+    def from_folded(cls, config, geometry, tensors):
+        return cls(config, geometry, tensors["prompt"].float())

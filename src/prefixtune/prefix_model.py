@@ -1,0 +1,287 @@
+"""`PrefixModel`: a frozen transformers model with named prefix adapters, and `attach` / `load_adapter`.
+
+The user-facing object. It owns the adapters (parametrizations), compiles them, and sends every forward and
+`generate` through the one injection mechanism (`core.inject`). It holds no attention code of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prefixtune.config import PrefixConfig
+from prefixtune.core.fingerprint import compare, fingerprint
+from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
+from prefixtune.core.inject import ensure_installed, prefix_forward
+from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
+from prefixtune.generation.generate import generate_with_prefixes
+from prefixtune.io.adapter_dir import check_shapes, read_adapter_dir, save_adapter_dir
+from prefixtune.parametrizations import Parametrization, build_parametrization, parametrization_class
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ADAPTER = "default"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
+
+
+class PrefixModel(nn.Module):
+    """A frozen base model plus named adapters; forward and generate mix adapters per batch row.
+
+    Args:
+        base_model: a transformers causal LM. Its weights are frozen (requires_grad=False) and never changed.
+        tokenizer: optional; needed for init='text'.
+    """
+
+    def __init__(self, base_model: nn.Module, tokenizer: Any | None = None) -> None:
+        super().__init__()
+        base_model.requires_grad_(False)
+        ensure_installed(base_model)
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.geometry: ModelGeometry = read_geometry(base_model)
+        self.adapters = nn.ModuleDict()
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._fingerprint: dict[str, Any] | None = None
+        self.active_adapter: str | None = None
+
+    # ----- adapters -------------------------------------------------------------------------------------
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters.keys())
+
+    def add_adapter(self, name: str, config: PrefixConfig) -> Parametrization:
+        """Create a new, initialized adapter `name` (made active if it is the first)."""
+        self._check_new_name(name)
+        device = self.base_model.get_input_embeddings().weight.device
+        with torch.no_grad():
+            adapter = build_parametrization(config, self.base_model, self.geometry, self.tokenizer)
+        self._insert(name, adapter.to(device), {})
+        return adapter
+
+    def remove_adapter(self, name: str) -> None:
+        """Forget adapter `name`."""
+        self._adapter(name)
+        del self.adapters[name]
+        self._metadata.pop(name, None)
+        if self.active_adapter == name:
+            self.active_adapter = self.adapter_names[0] if self.adapter_names else None
+
+    def set_adapter(self, name: str) -> None:
+        """Make `name` the adapter used by rows that do not name one."""
+        self._adapter(name)
+        self.active_adapter = name
+
+    def adapter_config(self, name: str | None = None) -> PrefixConfig:
+        return self._adapter(name).config
+
+    def adapter_metadata(self, name: str | None = None) -> dict[str, Any]:
+        """Free-form metadata saved with the adapter (train/ stores the task format here)."""
+        return dict(self._metadata.get(self._resolve(name), {}))
+
+    def set_adapter_metadata(self, name: str | None, metadata: dict[str, Any]) -> None:
+        self._metadata[self._resolve(name)] = dict(metadata)
+
+    def trainable_parameters(self, name: str | None = None) -> list[nn.Parameter]:
+        """The parameters of adapter `name` (default: active). The base model has none."""
+        return [p for p in self._adapter(name).parameters() if p.requires_grad]
+
+    def num_trainable_parameters(self, name: str | None = None) -> int:
+        return sum(p.numel() for p in self.trainable_parameters(name))
+
+    def prefix_states(self, name: str | None = None) -> torch.Tensor:
+        """Method "prefix": the effective hidden-state prefixes P^l, (L, m, d)."""
+        adapter = self._adapter(name)
+        if adapter.method != "prefix":
+            raise ConfigError(f"prefix_states is for method 'prefix'; adapter {name!r} is {adapter.method!r}")
+        return adapter.states()
+
+    def compile(self, name: str | None = None) -> PrefixKV:
+        """Adapter `name` as per-layer keys/values (differentiable when gradients are enabled)."""
+        return self._adapter(name).compile(self.base_model, self.base_fingerprint())
+
+    def base_fingerprint(self) -> dict[str, Any]:
+        """The fingerprint of the base model (computed once; the base never changes)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.base_model)
+        return self._fingerprint
+
+    # ----- running --------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        adapter_names: Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The base model's forward with each row's adapter (`adapter_names[r]`; None = bare model).
+
+        Returns:
+            transformers' CausalLMOutput: `.logits` (B, T, V), `.loss` when `labels` (B, T) are given.
+        """
+        ref = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+        kvs = self.prefix_kvs_for(adapter_names, ref.shape[0])
+        return prefix_forward(
+            self.base_model, input_ids, prefix_kvs=kvs, attention_mask=attention_mask, labels=labels, **kwargs
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        adapter_names: Sequence[str | None] | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """transformers' `generate` (greedy, sampling, beams) with each row's adapter; left-pad prompts.
+
+        Returns:
+            (B * num_return_sequences, T + new) token ids.
+        """
+        kvs = [
+            None if kv is None else kv.detach()
+            for kv in self.prefix_kvs_for(adapter_names, input_ids.shape[0])
+        ]
+        return generate_with_prefixes(self.base_model, input_ids, attention_mask, kvs, **generate_kwargs)
+
+    def prefix_kvs_for(
+        self, adapter_names: Sequence[str | None] | None, batch_size: int
+    ) -> list[PrefixKV | None]:
+        """One compiled prefix per row; each distinct adapter is compiled once per call."""
+        if adapter_names is None:
+            adapter_names = [self.active_adapter] * batch_size
+        if len(adapter_names) != batch_size:
+            raise ConfigError(
+                f"adapter_names has {len(adapter_names)} entries for a batch of {batch_size} rows"
+            )
+        compiled = {name: self.compile(name) for name in dict.fromkeys(adapter_names) if name is not None}
+        return [None if name is None else compiled[name] for name in adapter_names]
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute layer activations in backward. Non-reentrant, so gradients reach the prefixes."""
+        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.base_model.gradient_checkpointing_disable()
+
+    # ----- files ----------------------------------------------------------------------------------------
+    def save_adapter(
+        self, path: str | os.PathLike, name: str | None = None, *, include_compiled: bool = False
+    ) -> Path:
+        """Write adapter `name` to directory `path` atomically (reparametrization folded away)."""
+        adapter = self._adapter(name)
+        with torch.no_grad():
+            compiled = self.compile(name).detach() if include_compiled else None
+        return save_adapter_dir(
+            path,
+            config=adapter.config,
+            tensors=adapter.folded_state(),
+            geometry=self.geometry,
+            fingerprint=self.base_fingerprint(),
+            metadata=self._metadata.get(self._resolve(name), {}),
+            compiled=compiled,
+        )
+
+    def load_adapter(
+        self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True
+    ) -> str:
+        """Load an adapter directory as `name` (default: the directory's name). Validates before changing state.
+
+        Raises:
+            AdapterFormatError: bad files or shapes. IncompatibleBaseModelError: made for another base model.
+        """
+        files = read_adapter_dir(path)
+        name = name or Path(path).name
+        self._check_new_name(name)
+        cls = parametrization_class(files.config.method)
+        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
+        if check_fingerprint:
+            problems = compare(files.fingerprint, self.base_fingerprint())
+            if problems:
+                raise IncompatibleBaseModelError(
+                    f"{path}: adapter does not match this base model: {'; '.join(problems)}. "
+                    "Use the base model it was trained on (or check_fingerprint=False to override)."
+                )
+        device = self.base_model.get_input_embeddings().weight.device
+        adapter = cls.from_folded(files.config, self.geometry, files.tensors).to(device)
+        self._insert(name, adapter, files.metadata)
+        logger.info(
+            "loaded adapter %s (%s, m=%d) from %s",
+            name,
+            files.config.method,
+            files.config.num_virtual_tokens,
+            path,
+        )
+        return name
+
+    # ----- internals ------------------------------------------------------------------------------------
+    def _insert(self, name: str, adapter: Parametrization, metadata: dict[str, Any]) -> None:
+        self.adapters[name] = adapter
+        self._metadata[name] = dict(metadata)
+        if self.active_adapter is None:
+            self.active_adapter = name
+
+    def _resolve(self, name: str | None) -> str:
+        resolved = name if name is not None else self.active_adapter
+        if resolved is None:
+            raise AdapterNotFoundError("no adapter is attached; add one with add_adapter() or load_adapter()")
+        return resolved
+
+    def _adapter(self, name: str | None = None) -> Parametrization:
+        resolved = self._resolve(name)
+        if resolved not in self.adapters:
+            raise AdapterNotFoundError(
+                f"no adapter named {resolved!r}; attached: {self.adapter_names or 'none'}"
+            )
+        return self.adapters[resolved]
+
+    def _check_new_name(self, name: str) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                f"adapter name {name!r} is invalid: use 1-128 letters, digits, '_' or '-', starting with a "
+                "letter or digit"
+            )
+        if name in self.adapters:
+            raise ConfigError(f"an adapter named {name!r} is already attached; remove_adapter() it first")
+
+
+def attach(
+    model: nn.Module,
+    config: PrefixConfig | None = None,
+    *,
+    adapter_name: str = DEFAULT_ADAPTER,
+    tokenizer: Any = None,
+) -> PrefixModel:
+    """Freeze `model` and attach a new adapter to it.
+
+    Args:
+        model: a transformers causal LM (attention 'sdpa' or 'eager').
+        config: the adapter; default `PrefixConfig()` (method "prefix", m=16).
+        adapter_name: its name.
+        tokenizer: needed for init='text'.
+    """
+    pm = PrefixModel(model, tokenizer=tokenizer)
+    pm.add_adapter(adapter_name, config or PrefixConfig())
+    return pm
+
+
+def load_adapter(
+    model: nn.Module | PrefixModel,
+    path: str | os.PathLike,
+    *,
+    adapter_name: str = DEFAULT_ADAPTER,
+    check_fingerprint: bool = True,
+    tokenizer: Any = None,
+) -> PrefixModel:
+    """Load an adapter directory onto a base model (or add it to an existing PrefixModel)."""
+    pm = model if isinstance(model, PrefixModel) else PrefixModel(model, tokenizer=tokenizer)
+    pm.load_adapter(path, adapter_name, check_fingerprint=check_fingerprint)
+    return pm
