@@ -33,9 +33,7 @@ def _check_messages(messages: Any, source: str) -> list[dict[str, str]]:
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool = False) -> str:
     if not messages:
         return ""
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def _tail(full: str, head: str, source: str) -> str:

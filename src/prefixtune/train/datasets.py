@@ -80,9 +80,7 @@ def _load_rotten_tomatoes() -> dict[str, list[Record]]:
     out = {}
     for split, pairs in splits.items():
         rng.shuffle(pairs)
-        out[split] = [
-            (f"rotten-tomatoes/{split}[{i}]", {"text": t, "label": y}) for i, (t, y) in enumerate(pairs)
-        ]
+        out[split] = [(f"rotten-tomatoes/{split}[{i}]", {"text": t, "label": y}) for i, (t, y) in enumerate(pairs)]
     return out
 
 
@@ -128,9 +126,7 @@ def load_records(spec: str, split: str = "train", limit: int | None = None) -> l
         records = _CACHE[spec][split]
     else:
         if not Path(spec).exists() and "/" not in spec and not spec.endswith(".jsonl"):
-            raise DataError(
-                f"data {spec!r} is neither a file nor a built-in dataset ({', '.join(BUILTIN_DATASETS)})"
-            )
+            raise DataError(f"data {spec!r} is neither a file nor a built-in dataset ({', '.join(BUILTIN_DATASETS)})")
         records = list(read_jsonl(spec))
     return records[:limit] if limit is not None else list(records)
 

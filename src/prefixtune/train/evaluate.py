@@ -63,9 +63,7 @@ def _classify(
     model: Any, tokenizer: Any, examples: Sequence[Example], fmt: TaskFormat, adapter: str | None, bs: int
 ) -> EvalResult:
     prompts = [encode_prompt(e, tokenizer) for e in examples]
-    options = [
-        tokenizer(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels
-    ]
+    options = [tokenizer(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
     scores = score_options(
         logits_fn_for(model, adapter), prompts, options, pad_token_id=tokenizer.pad_token_id, batch_size=bs
     )  # (N, K)

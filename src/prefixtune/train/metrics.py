@@ -61,9 +61,7 @@ def score_options(
         for k, option in enumerate(options):
             batch = pad_prompts([list(prompts[i]) + list(option) for i in rows], pad_token_id)
             n = len(option)
-            logits = logits_fn(batch["input_ids"], batch["attention_mask"])[
-                :, -n - 1 : -1
-            ].float()  # (B, n, V)
+            logits = logits_fn(batch["input_ids"], batch["attention_mask"])[:, -n - 1 : -1].float()  # (B, n, V)
             target = torch.tensor(option).expand(len(rows), n)  # (B, n)
             scores[rows, k] = logits.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
     return scores

@@ -1,0 +1,184 @@
+"""One training run end to end: load model and data, attach the adapter, train, save, plot.
+
+One job: the setup and teardown around `train.loop.Trainer` that `prefixtune train` and `prefixtune demo`
+share. Writes into `output_dir`: `adapter/` (the best adapter, task format in its metadata),
+`checkpoint.pt` (resumable), `metrics.jsonl`, `curve.png` and `train_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefixtune.config import PrefixConfig
+from prefixtune.errors import ConfigError
+from prefixtune.io.atomic import atomic_write_text
+from prefixtune.models import load_model
+from prefixtune.train.config import TrainConfig
+from prefixtune.train.data import SkipReport, encode_examples, infer_format, parse_records
+from prefixtune.train.datasets import builtin_format, is_builtin, load_records
+from prefixtune.train.formats import Example, TaskFormat
+from prefixtune.train.loop import LoopResult, Trainer, make_accelerator
+from prefixtune.train.metric_log import JsonlMetricLogger, read_metrics
+from prefixtune.train.plot import plot_curves
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    """Where a run's outputs went and what it achieved."""
+
+    output_dir: Path
+    adapter_dir: Path
+    curve_path: Path | None
+    metrics_path: Path
+    loop: LoopResult
+    trainable_parameters: int
+    total_parameters: int
+    num_train_examples: int
+    skipped: str
+
+
+@dataclass(slots=True)
+class TaskData:
+    """Training and validation data of one task, parsed and checked."""
+
+    fmt: TaskFormat
+    train: list[Example]
+    validation: list[Example] | None
+    skips: SkipReport
+
+
+def load_task_data(config: TrainConfig, tokenizer: Any) -> TaskData:
+    """Read the training (and validation) records and build the task format.
+
+    Built-in datasets bring their own format (template and verbalizer), which flags may override; files
+    get one inferred from their records.
+    """
+    skips = SkipReport()
+    skip = skips if config.skip_invalid else None
+    train_records = load_records(config.data, "train", config.train_limit)
+    fmt = builtin_format(config.data)
+    if fmt is None or config.task or config.template or config.verbalizer:
+        base = fmt.to_dict() if fmt is not None else {}
+        fmt = infer_format(
+            train_records,
+            kind=config.task or base.get("kind"),
+            template=config.template or base.get("template"),
+            verbalizer=config.verbalizer or base.get("verbalizer"),
+        )
+    train = parse_records(train_records, fmt, tokenizer, skip)
+    eval_spec = config.eval_data or (config.data if is_builtin(config.data) else None)
+    validation = None
+    if eval_spec is not None:
+        records = load_records(eval_spec, "validation", config.eval_limit)
+        validation = parse_records(records, fmt, tokenizer, skip)
+    return TaskData(fmt, train, validation, skips)
+
+
+def prepare_model(config: TrainConfig, prefix_config: PrefixConfig, model: Any = None, tokenizer: Any = None):
+    """Load the base model (unless given) and attach a new adapter; returns `(prefix_model, tokenizer)`."""
+    import prefixtune as pt
+
+    if model is None:
+        model, tokenizer = load_model(config.model)
+    if tokenizer is None:
+        raise ConfigError("a tokenizer is required when passing a model")
+    pm = pt.attach(model, prefix_config, adapter_name=config.adapter_name, tokenizer=tokenizer)
+    if config.gradient_checkpointing:
+        pm.gradient_checkpointing_enable()
+    return pm, tokenizer
+
+
+def _check_resume(output_dir: Path, config: TrainConfig) -> None:
+    saved = output_dir / "train_config.json"
+    if not saved.is_file():
+        return
+    before = json.loads(saved.read_text())
+    ignore = {"resume", "progress"}
+    changed = sorted(k for k, v in config.to_dict().items() if k not in ignore and before.get(k) != v)
+    if changed:
+        raise ConfigError(
+            f"--resume with settings that differ from the checkpoint's run: {changed}; "
+            "use the same settings or a new --output-dir"
+        )
+
+
+def run_training(
+    config: TrainConfig,
+    prefix_config: PrefixConfig,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> TrainResult:
+    """Train an adapter as configured and save everything under `config.output_dir`.
+
+    Args:
+        config: the run. prefix_config: the adapter (method, m, init, ...).
+        model, tokenizer: an already loaded base model to use instead of loading `config.model`.
+
+    Returns:
+        `TrainResult` with paths and the loop's summary.
+
+    Raises:
+        ConfigError, DataError: bad settings or data, raised before any training starts.
+    """
+    torch.manual_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if config.resume:
+        _check_resume(output_dir, config)
+    accelerator = make_accelerator(config)
+    pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
+    pm.to(accelerator.device)
+    data = load_task_data(config, tokenizer)
+    train_set = encode_examples(data.train, tokenizer, config.max_length, data.skips if config.skip_invalid else None)
+    if data.skips.count:
+        logger.warning("%s", data.skips.summary())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = output_dir / "metrics.jsonl"
+    resolved = {"train": config.to_dict(), "adapter": prefix_config.to_dict(), "task": data.fmt.to_dict()}
+    trainer = Trainer(
+        pm,
+        tokenizer,
+        train_set,
+        data.validation,
+        data.fmt,
+        config,
+        None,
+        output_dir,
+        accelerator,
+    )
+    if config.resume:
+        trainer.resume()
+    # On resume, lines logged after the checkpoint's step are dropped: the file reads as one clean run.
+    trainer.metric_logger = JsonlMetricLogger(
+        metrics_path, truncate_after=trainer.state.step if config.resume else None
+    )
+    if accelerator.is_main_process:
+        atomic_write_text(output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
+        atomic_write_text(output_dir / "run_config.json", json.dumps(resolved, indent=2))
+    try:
+        loop = trainer.run()
+    finally:
+        trainer.metric_logger.close()  # type: ignore[union-attr]
+    curve = None
+    if accelerator.is_main_process:
+        curve = plot_curves(read_metrics(metrics_path), output_dir / "curve.png", loop.metric, config.data)
+    total = sum(p.numel() for p in pm.base_model.parameters())
+    return TrainResult(
+        output_dir=output_dir,
+        adapter_dir=output_dir / "adapter",
+        curve_path=curve,
+        metrics_path=metrics_path,
+        loop=loop,
+        trainable_parameters=pm.num_trainable_parameters(config.adapter_name),
+        total_parameters=total,
+        num_train_examples=len(train_set),
+        skipped=data.skips.summary(),
+    )
