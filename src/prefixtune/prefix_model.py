@@ -18,6 +18,7 @@ from torch import nn
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.fingerprint import compare, fingerprint
+from prefixtune.core.hf import checkpointing
 from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
@@ -146,36 +147,27 @@ class PrefixModel(nn.Module):
         Returns:
             (B * num_return_sequences, T + new) token ids.
         """
-        kvs = [
-            None if kv is None else kv.detach()
-            for kv in self.prefix_kvs_for(adapter_names, input_ids.shape[0])
-        ]
+        kvs = [None if kv is None else kv.detach() for kv in self.prefix_kvs_for(adapter_names, input_ids.shape[0])]
         return generate_with_prefixes(self.base_model, input_ids, attention_mask, kvs, **generate_kwargs)
 
-    def prefix_kvs_for(
-        self, adapter_names: Sequence[str | None] | None, batch_size: int
-    ) -> list[PrefixKV | None]:
+    def prefix_kvs_for(self, adapter_names: Sequence[str | None] | None, batch_size: int) -> list[PrefixKV | None]:
         """One compiled prefix per row; each distinct adapter is compiled once per call."""
         if adapter_names is None:
             adapter_names = [self.active_adapter] * batch_size
         if len(adapter_names) != batch_size:
-            raise ConfigError(
-                f"adapter_names has {len(adapter_names)} entries for a batch of {batch_size} rows"
-            )
+            raise ConfigError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch_size} rows")
         compiled = {name: self.compile(name) for name in dict.fromkeys(adapter_names) if name is not None}
         return [None if name is None else compiled[name] for name in adapter_names]
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute layer activations in backward. Non-reentrant, so gradients reach the prefixes."""
-        self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpointing.enable(self.base_model)
 
     def gradient_checkpointing_disable(self) -> None:
-        self.base_model.gradient_checkpointing_disable()
+        checkpointing.disable(self.base_model)
 
     # ----- files ----------------------------------------------------------------------------------------
-    def save_adapter(
-        self, path: str | os.PathLike, name: str | None = None, *, include_compiled: bool = False
-    ) -> Path:
+    def save_adapter(self, path: str | os.PathLike, name: str | None = None, *, include_compiled: bool = False) -> Path:
         """Write adapter `name` to directory `path` atomically (reparametrization folded away)."""
         adapter = self._adapter(name)
         with torch.no_grad():
@@ -190,9 +182,7 @@ class PrefixModel(nn.Module):
             compiled=compiled,
         )
 
-    def load_adapter(
-        self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True
-    ) -> str:
+    def load_adapter(self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True) -> str:
         """Load an adapter directory as `name` (default: the directory's name). Validates before changing state.
 
         Raises:
@@ -238,9 +228,7 @@ class PrefixModel(nn.Module):
     def _adapter(self, name: str | None = None) -> Parametrization:
         resolved = self._resolve(name)
         if resolved not in self.adapters:
-            raise AdapterNotFoundError(
-                f"no adapter named {resolved!r}; attached: {self.adapter_names or 'none'}"
-            )
+            raise AdapterNotFoundError(f"no adapter named {resolved!r}; attached: {self.adapter_names or 'none'}")
         return self.adapters[resolved]
 
     def _check_new_name(self, name: str) -> None:

@@ -34,9 +34,7 @@ def layer_index(module: nn.Module) -> int:
     if idx is None:
         idx = getattr(module, "layer_idx", None)
     if idx is None:
-        raise RuntimeError(
-            f"{type(module).__name__} has no layer index; was prefixtune installed on the model?"
-        )
+        raise RuntimeError(f"{type(module).__name__} has no layer index; was prefixtune installed on the model?")
     return int(idx)
 
 

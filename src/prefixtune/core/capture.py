@@ -50,8 +50,7 @@ def _replace_layer_inputs(model: nn.Module, layer_inputs: torch.Tensor) -> Itera
         return hook
 
     handles = [
-        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
-        for i, layer in enumerate(decoder_layers(model))
+        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(decoder_layers(model))
     ]
     try:
         yield

@@ -62,9 +62,7 @@ def compare(expected: dict[str, Any] | None, actual: dict[str, Any]) -> list[str
     exp_arch, act_arch = expected.get("architecture", {}), actual["architecture"]
     for key in sorted(set(exp_arch) | set(act_arch)):
         if exp_arch.get(key) != act_arch.get(key):
-            problems.append(
-                f"{key}: adapter was made for {exp_arch.get(key)!r}, model has {act_arch.get(key)!r}"
-            )
+            problems.append(f"{key}: adapter was made for {exp_arch.get(key)!r}, model has {act_arch.get(key)!r}")
     if not problems and expected.get("weights_sha256") != actual["weights_sha256"]:
         problems.append(
             "weights differ: same architecture but the adapter was trained on other weights "

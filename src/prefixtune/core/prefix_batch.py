@@ -78,9 +78,7 @@ class PrefixBatch:
         Rows that share one PrefixKV object are stored once and broadcast, so a training batch on one
         adapter costs no copy per row.
         """
-        lengths = torch.tensor(
-            [0 if kv is None else kv.num_virtual_tokens for kv in prefix_kvs], dtype=torch.long
-        )
+        lengths = torch.tensor([0 if kv is None else kv.num_virtual_tokens for kv in prefix_kvs], dtype=torch.long)
         present = [kv for kv in prefix_kvs if kv is not None]
         if device is None and present:
             device = present[0].device
@@ -115,9 +113,7 @@ class PrefixBatch:
         if batch_size == self.batch_size:
             return k, v, self.valid
         if batch_size % self.batch_size != 0:
-            raise ValueError(
-                f"query batch {batch_size} is not a multiple of the prefix batch {self.batch_size}"
-            )
+            raise ValueError(f"query batch {batch_size} is not a multiple of the prefix batch {self.batch_size}")
         cached = self._expanded.get((layer_idx, batch_size))
         if cached is None:
             rep = batch_size // self.batch_size

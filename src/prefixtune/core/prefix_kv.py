@@ -78,6 +78,4 @@ class PrefixKV:
 
     def detach(self) -> PrefixKV:
         """A copy cut from the autograd graph (for serving and caching)."""
-        return replace(
-            self, keys=tuple(k.detach() for k in self.keys), values=tuple(v.detach() for v in self.values)
-        )
+        return replace(self, keys=tuple(k.detach() for k in self.keys), values=tuple(v.detach() for v in self.values))

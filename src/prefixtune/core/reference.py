@@ -62,8 +62,8 @@ def reference_logits(
     else:
         h = family.embed_positions(tokens, real_pos)  # (B, n, d): H^0
     rope = family.rotary(h, position_ids)
-    for l, layer in enumerate(family.layers):
-        x = torch.cat([layer_prefixes[l].to(dtype)[None].expand(B, -1, -1), h], 1) if prompt is None else h
+    for idx, layer in enumerate(family.layers):
+        x = torch.cat([layer_prefixes[idx].to(dtype)[None].expand(B, -1, -1), h], 1) if prompt is None else h
         out = layer(x, attention_mask=attn, position_ids=position_ids, position_embeddings=rope)
         out = out[0] if isinstance(out, tuple) else out  # (B, m+n, d)
         h = out[:, m:] if prompt is None else out  # keep the last n: prefix outputs are discarded
@@ -108,6 +108,4 @@ def _family(model: nn.Module) -> _Family:
         return _Family(inner.h, lambda h, pos: h + inner.wpe(pos), lambda h, pos: None, inner.ln_f)
     if inner is not None and hasattr(inner, "rotary_emb") and hasattr(inner, "layers"):  # Llama family
         return _Family(inner.layers, lambda h, pos: h, inner.rotary_emb, inner.norm)
-    raise UnsupportedModelError(
-        f"the reference path supports GPT-2 and the Llama family, not {type(model).__name__}"
-    )
+    raise UnsupportedModelError(f"the reference path supports GPT-2 and the Llama family, not {type(model).__name__}")

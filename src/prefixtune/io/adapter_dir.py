@@ -62,8 +62,8 @@ def save_adapter_dir(
     payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     if compiled is not None:
         for i, (k, v) in enumerate(zip(compiled.keys, compiled.values, strict=True)):
-            payload[f"{COMPILED_PREFIX}keys.{i}"] = k.detach().to("cpu").contiguous()
-            payload[f"{COMPILED_PREFIX}values.{i}"] = v.detach().to("cpu").contiguous()
+            payload[f"{COMPILED_PREFIX}keys.{i}"] = k.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+            payload[f"{COMPILED_PREFIX}values.{i}"] = v.detach().to("cpu").clone(memory_format=torch.contiguous_format)
     document = {
         "format_version": FORMAT_VERSION,
         "prefixtune_version": __version__,
@@ -131,9 +131,7 @@ def check_shapes(files: AdapterFiles, expected: dict[str, tuple[int, ...]]) -> N
 
 def _read_config_json(file: Path) -> dict[str, Any]:
     if not file.is_file():
-        raise AdapterFormatError(
-            f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}"
-        )
+        raise AdapterFormatError(f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
         document = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -164,9 +162,7 @@ def _parse_config(file: Path, document: dict[str, Any]) -> PrefixConfig:
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
-        raise AdapterFormatError(
-            f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}"
-        )
+        raise AdapterFormatError(f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}")
     try:
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -174,9 +170,7 @@ def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     for name, tensor in tensors.items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise AdapterFormatError(
-                f"{file}: tensor {name!r} holds {bad} NaN/Inf values; the adapter is broken"
-            )
+            raise AdapterFormatError(f"{file}: tensor {name!r} holds {bad} NaN/Inf values; the adapter is broken")
     return tensors
 
 

@@ -44,9 +44,7 @@ def _register(base: str) -> str:
     name = PREFIX + base
     if name not in ALL_ATTENTION_FUNCTIONS:
         fn, additive = _BASE[base]
-        AttentionInterface.register(
-            name, functools.partial(prefix_attention, base_fn=fn, mask_is_additive=additive)
-        )
+        AttentionInterface.register(name, functools.partial(prefix_attention, base_fn=fn, mask_is_additive=additive))
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
     return name
 
