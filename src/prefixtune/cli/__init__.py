@@ -1,0 +1,1 @@
+"""The `prefixtune` command: one subcommand per module, registered in `cli.main.SUBCOMMANDS`."""

@@ -1,0 +1,130 @@
+"""`prefixtune demo` (what `make demo` runs): a real gain on a real model and real data, on a laptop CPU.
+
+One job: load SmolLM2-135M-Instruct, print its zero-shot validation accuracy on Rotten Tomatoes, train a
+"prefix" adapter, print the held-out test accuracy, save `runs/demo/adapter` with its curve, generate a few
+labelled examples and print how many parameters were trained. The settings below were tuned to finish in
+under 10 minutes on 2 CPU cores; `configs/rotten-tomatoes-prefix.toml` holds the same run for
+`prefixtune train --config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from prefixtune.cli.common import format_table
+
+EXAMPLES = """\
+examples:
+  make demo                      # sets up the venv, then runs `prefixtune demo`
+  prefixtune demo --output-dir runs/demo2 --max-steps 100
+"""
+
+# Prefix initialized from the activations of a short task description, so training starts from what the
+# frozen model already "knows" about the task (the init recipe reported best for modern LLMs).
+DEMO_INIT_TEXT = "Movie review sentiment. A positive review praises the film; a negative review criticizes it."
+DEMO_PREFIX = {"method": "prefix", "num_virtual_tokens": 16, "init": "text", "init_text": DEMO_INIT_TEXT}
+DEMO_TRAIN = {
+    "model": "smollm2-135m",
+    "data": "rotten-tomatoes",
+    "learning_rate": 5e-3,
+    "batch_size": 8,
+    "max_steps": 120,
+    "eval_every": 40,
+    "eval_limit": 200,
+    "max_length": 96,
+    "skip_invalid": True,
+    "eval_base": False,  # the demo prints the zero-shot number itself, on the full validation split
+}
+ZERO_SHOT_LIMIT = 500
+SAMPLES = 4
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `demo` subcommand."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="train and evaluate a prefix adapter on Rotten Tomatoes with SmolLM2-135M (make demo)",
+        description=__doc__.split("\n\n")[1],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output-dir", default="runs/demo", help="run directory (default: runs/demo)")
+    parser.add_argument("--max-steps", type=int, default=DEMO_TRAIN["max_steps"], help="optimizer steps")
+    parser.add_argument("--test-limit", type=int, default=None, help="test on the first N examples (default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo end to end."""
+    from prefixtune.config import PrefixConfig
+    from prefixtune.models import load_model
+    from prefixtune.train.config import TrainConfig
+    from prefixtune.train.data import parse_records
+    from prefixtune.train.datasets import builtin_format, load_records
+    from prefixtune.train.evaluate import evaluate
+    from prefixtune.train.run import run_training
+
+    start = time.perf_counter()
+    _say("[1/5] loading SmolLM2-135M-Instruct (first run: ~20 s to dequantize and cache the GGUF file)")
+    model, tokenizer = load_model(DEMO_TRAIN["model"])
+    fmt = builtin_format("rotten-tomatoes")
+    assert fmt is not None
+    validation = parse_records(load_records("rotten-tomatoes", "validation", ZERO_SHOT_LIMIT), fmt, tokenizer)
+    _say(f"[2/5] zero-shot validation accuracy ({len(validation)} reviews, template {fmt.template!r})")
+    base = evaluate(model, tokenizer, validation, fmt, batch_size=32).metrics
+    _say(f"      bare model: accuracy {base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}")
+
+    _say("[3/5] training a 'prefix' adapter (only the prefixes learn; the model stays frozen)")
+    train_cfg = TrainConfig(
+        **{**DEMO_TRAIN, "max_steps": args.max_steps}, output_dir=args.output_dir, progress=not args.no_progress
+    )
+    result = run_training(train_cfg, PrefixConfig(**DEMO_PREFIX, seed=train_cfg.seed), model=model, tokenizer=tokenizer)
+
+    import prefixtune as pt
+
+    pm = pt.load_adapter(model, result.adapter_dir, adapter_name="demo", tokenizer=tokenizer)
+    test = parse_records(load_records("rotten-tomatoes", "test", args.test_limit), fmt, tokenizer)
+    _say(f"[4/5] held-out test accuracy ({len(test)} reviews)")
+    tuned = evaluate(pm, tokenizer, test, fmt, adapter_name="demo", batch_size=32)
+    bare = evaluate(pm, tokenizer, test, fmt, adapter_name=None, batch_size=32)
+    _say(f"      bare model {bare.metrics['accuracy']:.3f}  ->  with the prefix {tuned.metrics['accuracy']:.3f}")
+
+    _say(f"[5/5] a few test reviews, labelled by the adapter (generation, {SAMPLES} examples)")
+    _show_samples(pm, tokenizer, test[:SAMPLES], fmt)
+
+    share = result.trainable_parameters / result.total_parameters
+    rows = [
+        ("zero-shot validation accuracy", base["accuracy"]),
+        ("test accuracy, bare model", bare.metrics["accuracy"]),
+        ("test accuracy, prefix adapter", tuned.metrics["accuracy"]),
+        ("test macro-F1, prefix adapter", tuned.metrics["macro_f1"]),
+        ("trainable parameters", result.trainable_parameters),
+        ("share of the model", f"{100 * share:.3f}% of {result.total_parameters:,}"),
+        ("training steps / time (s)", f"{result.loop.steps} / {result.loop.seconds:.0f}"),
+        ("adapter", str(result.adapter_dir)),
+        ("curve", str(result.curve_path)),
+        ("total time (s)", round(time.perf_counter() - start, 1)),
+    ]
+    _say("")
+    _say(format_table(rows, title="demo summary"))
+    return 0
+
+
+def _show_samples(pm, tokenizer, examples, fmt) -> None:
+    from prefixtune.train.data import encode_prompt
+    from prefixtune.train.evaluate import generate_texts
+
+    prompts = [encode_prompt(e, tokenizer) for e in examples]
+    outputs = generate_texts(pm, tokenizer, prompts, "demo", max_new_tokens=2)
+    for example, output in zip(examples, outputs, strict=True):
+        review = example.prompt.split("\n")[0].removeprefix("Review: ")
+        review = review if len(review) <= 90 else review[:87] + "..."
+        _say(f"      {review!r}\n        -> generated {output.split()[0] if output else '?'!r} (gold: {example.label})")
+    sys.stdout.flush()

@@ -1,0 +1,130 @@
+"""`prefixtune inspect ADAPTER`: what an adapter directory holds, without loading any model.
+
+One job: read the adapter files and describe them: method, m, layers, parameter count, per-layer norms,
+position convention, base-model fingerprint, what was trained and where it enters the model, and the task
+format recorded by `prefixtune train`. `--json` prints the same as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from typing import Any
+
+import torch
+
+from prefixtune.cli.common import format_table
+
+EXAMPLES = """\
+examples:
+  prefixtune inspect runs/demo/adapter
+  prefixtune inspect runs/demo/adapter --json | jq .per_layer_norms
+"""
+
+# What each method trains and where it enters the frozen model (DESIGN.md §1).
+DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "prefix": (
+        "hidden-state prefixes P^l, one (m x d) matrix per layer",
+        "every layer sees [P^l ; H^(l-1)]; P^l reaches the real tokens only through the keys/values the "
+        "layer's frozen attention computes from it (prefix outputs are discarded)",
+    ),
+    "kv": (
+        "per-layer keys and values, (H_kv x m x D) each",
+        "prepended to every layer's attention keys/values",
+    ),
+    "prompt": (
+        "a soft prompt, m x d vectors prepended once to the token embeddings",
+        "flows through every layer like ordinary tokens; compiled to per-layer keys/values for serving",
+    ),
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `inspect` subcommand."""
+    parser = subparsers.add_parser(
+        "inspect",
+        help="describe an adapter directory",
+        description="Describe an adapter directory (no model is loaded).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("adapter", help="adapter directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def per_layer_norms(tensors: dict[str, torch.Tensor]) -> list[float]:
+    """L2 norm of each layer's trained numbers (keys and values together for kv; one entry for a prompt)."""
+    if "prefix" in tensors:  # (L, m, d)
+        return [float(t.norm()) for t in tensors["prefix"]]
+    layered: dict[int, float] = {}
+    for name, tensor in tensors.items():
+        match = re.fullmatch(r"(keys|values)\.(\d+)", name)
+        if match:
+            index = int(match.group(2))
+            layered[index] = layered.get(index, 0.0) + float(tensor.norm()) ** 2
+    if layered:
+        return [layered[i] ** 0.5 for i in sorted(layered)]
+    return [float(torch.linalg.vector_norm(torch.cat([t.flatten() for t in tensors.values()])))]
+
+
+def describe(path: str) -> dict[str, Any]:
+    """The adapter's description as a JSON-ready dict."""
+    from prefixtune.io.adapter_dir import read_adapter_dir
+
+    files = read_adapter_dir(path)
+    cfg = files.config
+    raw = files.raw_config
+    trained = {k: v for k, v in files.tensors.items() if not k.startswith("compiled")}
+    trains, where = DESCRIPTIONS.get(cfg.method, ("?", "?"))
+    return {
+        "path": str(files.path),
+        "method": cfg.method,
+        "num_virtual_tokens": cfg.num_virtual_tokens,
+        "num_layers": raw.get("num_layers"),
+        "hidden_size": raw.get("hidden_size"),
+        "num_parameters": sum(t.numel() for t in trained.values()),
+        "position_convention": cfg.position_convention,
+        "init": cfg.init,
+        "reparam_hidden_during_training": cfg.reparam_hidden,
+        "trains": trains,
+        "injected": where,
+        "per_layer_norms": [round(n, 4) for n in per_layer_norms(trained)],
+        "tensors": {k: list(t.shape) for k, t in files.tensors.items()},
+        "base_model_fingerprint": files.fingerprint,
+        "format_version": raw.get("format_version"),
+        "prefixtune_version": raw.get("prefixtune_version"),
+        "task": files.metadata.get("task"),
+        "training": files.metadata.get("training"),
+    }
+
+
+def _text(info: dict[str, Any]) -> str:
+    norms = info["per_layer_norms"]
+    shown = ", ".join(f"{n:.3g}" for n in norms[:8]) + (", ..." if len(norms) > 8 else "")
+    fingerprint = info["base_model_fingerprint"] or {}
+    task = info["task"] or {}
+    rows: list[tuple[str, Any]] = [
+        ("method", info["method"]),
+        ("num_virtual_tokens (m)", info["num_virtual_tokens"]),
+        ("layers", info["num_layers"]),
+        ("hidden size", info["hidden_size"]),
+        ("parameters", info["num_parameters"]),
+        ("trains", info["trains"]),
+        ("injected", info["injected"]),
+        ("position convention", info["position_convention"]),
+        ("init", info["init"]),
+        ("per-layer norms", f"[{shown}] (min {min(norms):.3g}, max {max(norms):.3g})"),
+        ("base model", ", ".join(f"{k}={v}" for k, v in fingerprint.items()) or "unknown"),
+        ("task", f"{task.get('kind')} {task.get('verbalizer') or ''}".strip() if task else "not recorded"),
+        ("format", f"v{info['format_version']} (prefixtune {info['prefixtune_version']})"),
+    ]
+    return format_table(rows, title=info["path"])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the description."""
+    info = describe(args.adapter)
+    print(json.dumps(info, indent=2) if args.json else _text(info))
+    return 0
