@@ -15,7 +15,7 @@ class ReparamMLP(nn.Module):
 
     def __init__(self, embedding: torch.Tensor, hidden: int, out_features: int) -> None:
         super().__init__()
-        m, d = embedding.shape
+        d = embedding.shape[1]
         self.embedding = nn.Parameter(embedding.clone())  # (m, d)
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, out_features))
         self.mlp.to(device=embedding.device, dtype=embedding.dtype)
