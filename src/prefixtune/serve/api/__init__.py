@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP layer. Never imports torch: it talks to `serve.engine.protocol.Engine`."""

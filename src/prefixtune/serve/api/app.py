@@ -1,0 +1,114 @@
+"""`build_app`: the FastAPI application over an `Engine` (routes, error table, limits, lifespan).
+
+The lifespan starts the engine and, on shutdown, drains it: uvicorn first stops accepting connections and
+waits for in-flight responses (streams included), then the engine finishes whatever is left and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prefixtune.serve.api import routes_completions, routes_health, routes_models
+from prefixtune.serve.api.deps import ApiSettings
+from prefixtune.serve.api.errors import error_response, register_error_handlers
+from prefixtune.serve.engine.protocol import Engine
+from prefixtune.serve.metrics import ServeMetrics
+
+logger = logging.getLogger(__name__)
+
+StartupHook = Callable[[], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_bytes`, by Content-Length or by counting a chunked body."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body is larger than the server's limit of {self.max_bytes} bytes"
+        await error_response(413, message, "invalid_request_error", "request_too_large")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def build_app(
+    engine: Engine,
+    settings: ApiSettings,
+    metrics: ServeMetrics,
+    *,
+    on_startup: StartupHook | None = None,
+    drain_timeout_s: float = 30.0,
+) -> FastAPI:
+    """The server application.
+
+    Args:
+        engine: the engine (started and drained by the lifespan).
+        settings: HTTP-layer settings.
+        metrics: the server's metrics (also updated by the engine and registry).
+        on_startup: awaited after the engine starts (e.g. loading the adapter root).
+        drain_timeout_s: how long shutdown waits for running requests.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        if on_startup is not None:
+            await on_startup()
+        logger.info("serving %s", engine.model_name)
+        try:
+            yield
+        finally:
+            await engine.shutdown(drain_timeout_s)
+            logger.info("server stopped")
+
+    app = FastAPI(title="prefixtune serve", lifespan=lifespan)
+    app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
+    register_error_handlers(app)
+    for module in (routes_completions, routes_models, routes_health):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def observe(request, call_next):  # type: ignore[no-untyped-def]
+        if not request.url.path.endswith("completions"):
+            return await call_next(request)
+        start = time.monotonic()
+        response = await call_next(request)
+        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+        metrics.request_latency.observe(time.monotonic() - start)
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,80 @@
+"""`ServeConfig`: everything `prefixtune serve` is configured with (one field = one CLI flag).
+
+Depends only on `prefixtune.errors`. `problems()` lists every invalid field at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from prefixtune.errors import ConfigError
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Configuration of the server (see `prefixtune serve --help`)."""
+
+    model: str = field(default="smollm2-135m", metadata=_help("Base model: a built-in name, an HF dir or .gguf."))
+    adapters: str | None = field(
+        default=None, metadata=_help("Adapter root: one subdirectory per adapter, all loaded at start.")
+    )
+    host: str = field(default="127.0.0.1", metadata=_help("Interface to bind."))
+    port: int = field(default=8000, metadata=_help("TCP port."))
+    served_model_name: str | None = field(
+        default=None, metadata=_help("The base model's name in the API (default: --model).")
+    )
+    api_key: tuple[str, ...] = field(
+        default=(), metadata=_help("Admin API key(s): needed for every request and for loading adapters.")
+    )
+    adapter_keys: str | None = field(
+        default=None, metadata=_help('JSON file {"adapter": ["key", ...]}: per-tenant keys for adapters.')
+    )
+    adapter_cache_mb: float = field(
+        default=512.0, metadata=_help("Memory budget of the compiled-prefix LRU cache, in MiB.")
+    )
+    max_num_seqs: int = field(default=16, metadata=_help("Requests running at once (KV slots, largest batch)."))
+    max_num_batched_tokens: int = field(default=256, metadata=_help("Tokens computed per engine step."))
+    max_waiting: int = field(default=256, metadata=_help("Queued requests before answering 429."))
+    max_model_len: int | None = field(
+        default=None, metadata=_help("Context limit (prompt + max_tokens + prefix); default: the model's.")
+    )
+    max_request_bytes: int = field(default=1 << 20, metadata=_help("Largest request body (413 above)."))
+    request_timeout_s: float = field(default=600.0, metadata=_help("Cancel requests running longer (504)."))
+    default_max_tokens: int = field(default=256, metadata=_help("max_tokens of chat requests that omit it."))
+    drain_timeout_s: float = field(default=30.0, metadata=_help("On shutdown, wait this long for requests."))
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0 < self.port < 65536:
+            out.append(f"port={self.port} must be in 1..65535")
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_request_bytes", "default_max_tokens"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            out.append(
+                f"max_num_batched_tokens={self.max_num_batched_tokens} must be >= max_num_seqs={self.max_num_seqs}"
+            )
+        if self.max_waiting < 0:
+            out.append(f"max_waiting={self.max_waiting} must be >= 0")
+        if self.adapter_cache_mb <= 0:
+            out.append(f"adapter_cache_mb={self.adapter_cache_mb} must be > 0")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            out.append(f"max_model_len={self.max_model_len} must be >= 2")
+        if self.request_timeout_s <= 0 or self.drain_timeout_s < 0:
+            out.append("request_timeout_s must be > 0 and drain_timeout_s >= 0")
+        return out
+
+    def validate(self) -> ServeConfig:
+        """Return self, or raise ConfigError listing every problem."""
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, source="serve")
+        return self
+
+    def replace(self, **changes: object) -> ServeConfig:
+        return dataclasses.replace(self, **changes)

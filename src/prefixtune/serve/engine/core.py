@@ -1,0 +1,194 @@
+"""`EngineCore`: the engine's own thread, running scheduler steps on the model (no asyncio here).
+
+Each iteration: run queued calls (adapter compiles: they use the model, so they run here, between steps),
+apply aborts, plan a step, run it, then turn sampled tokens into outputs (detokenize, stop strings, EOS,
+max_tokens). The scheduler is touched only under `lock`, so other threads may `add` requests; everything
+else crosses threads through `call` / `abort` and the `emit` callback.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
+from prefixtune.serve.engine.messages import FinishReason, GenerationOutput
+from prefixtune.serve.engine.request import Sequence
+from prefixtune.serve.engine.runner import ModelRunner
+from prefixtune.serve.engine.scheduler import Scheduler, SchedulerOutput
+from prefixtune.serve.metrics import ServeMetrics
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[GenerationOutput], None]
+
+
+class EngineCore:
+    """Owns the scheduler and runner; `start` launches the loop thread.
+
+    Args:
+        scheduler: the pure-Python scheduler.
+        runner: runs steps on the model.
+        decode: token ids -> text (special tokens skipped).
+        eos_token_ids: tokens that end generation (unless `ignore_eos`).
+        max_len: tokens a KV slot holds.
+        emit: called (on this thread) with every output.
+        metrics: step and token metrics.
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        runner: ModelRunner,
+        *,
+        decode: Callable[[list[int]], str],
+        eos_token_ids: frozenset[int],
+        max_len: int,
+        emit: Emit,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.scheduler, self.runner = scheduler, runner
+        self.decode, self.eos_token_ids, self.max_len = decode, eos_token_ids, max_len
+        self.emit, self.metrics = emit, metrics
+        self.lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._calls: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
+        self._aborts: deque[str] = deque()
+        self._thread = threading.Thread(target=self._loop, name="prefixtune-engine", daemon=True)
+
+    # ----- called from other threads ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a request (raises EngineBusyError when the queue is full)."""
+        seq.state["detokenizer"] = IncrementalDetokenizer(self.decode, seq.sampling.stop)
+        with self.lock:
+            self.scheduler.add(seq)
+            self.metrics.queue_depth.set(len(self.scheduler.waiting))
+        self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        self._aborts.append(request_id)
+        self._wake.set()
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run `fn` on the engine thread between steps; returns its future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.append((fn, future))
+        self._wake.set()
+        return future
+
+    @property
+    def has_work(self) -> bool:
+        with self.lock:
+            return self.scheduler.has_work
+
+    # ----- the loop ---------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._run_calls()
+            self._apply_aborts()
+            with self.lock:
+                plan = self.scheduler.schedule()
+                self.metrics.queue_depth.set(len(self.scheduler.waiting))
+                self.metrics.running.set(len(self.scheduler.running))
+            if plan.is_empty:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            self._step(plan)
+        with self.lock:
+            for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
+                self.scheduler.abort(seq.request_id)
+                self._emit_final(seq, "", (), "abort")
+
+    def _step(self, plan: SchedulerOutput) -> None:
+        try:
+            sampled = self.runner.execute(plan)
+        except Exception:  # a bug or device failure must not kill the engine: fail this step's requests
+            logger.exception("engine step failed; aborting its %d requests", len(plan.chunks))
+            with self.lock:
+                for chunk in plan.chunks:
+                    self.scheduler.finish(chunk.seq, "abort")
+                    self._emit_final(chunk.seq, "", (), "abort")
+            return
+        self.metrics.observe_step(len(plan.chunks), len({c.seq.adapter_name for c in plan.chunks}))
+        self.metrics.prompt_tokens.inc(sum(c.num_tokens for c in plan.prefills))
+        with self.lock:
+            self.scheduler.update(plan, sampled)
+            for chunk in plan.chunks:
+                if chunk.seq.request_id in sampled:
+                    self._process_token(chunk.seq, sampled[chunk.seq.request_id])
+
+    def _process_token(self, seq: Sequence, token: int) -> None:
+        now = time.monotonic()
+        last = seq.state.get("last_token_time")
+        if last is None:
+            self.metrics.time_to_first_token.observe(now - seq.arrival_time)
+        else:
+            self.metrics.inter_token_latency.observe(now - last)
+        seq.state["last_token_time"] = now
+        self.metrics.generation_tokens.inc()
+        detok: IncrementalDetokenizer = seq.state["detokenizer"]
+        params = seq.sampling
+        reason: FinishReason | None = None
+        if token in self.eos_token_ids and not params.ignore_eos:
+            text, reason = detok.flush(), "stop"
+        else:
+            text = detok.add(token)
+            if detok.is_stopped:
+                reason = "stop"
+            elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_len:
+                text, reason = text + detok.flush(), "length"
+        if reason is None:
+            self._send(seq, text, (token,), None)
+        else:
+            self.scheduler.finish(seq, reason)
+            self._emit_final(seq, text, (token,), reason)
+
+    def _emit_final(self, seq: Sequence, text: str, tokens: tuple[int, ...], reason: FinishReason) -> None:
+        seq.finish_reason = reason
+        self._send(seq, text, tokens, reason)
+
+    def _send(self, seq: Sequence, text: str, tokens: tuple[int, ...], reason: FinishReason | None) -> None:
+        self.emit(
+            GenerationOutput(
+                request_id=seq.request_id,
+                text=text,
+                token_ids=tokens,
+                finish_reason=reason,
+                num_prompt_tokens=seq.num_prompt_tokens,
+                num_generated_tokens=len(seq.output_token_ids),
+            )
+        )
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, future = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered to the caller, who raises it
+                future.set_exception(exc)
+
+    def _apply_aborts(self) -> None:
+        while self._aborts:
+            request_id = self._aborts.popleft()
+            with self.lock:
+                seq = self.scheduler.abort(request_id)
+                if seq is not None:
+                    self._emit_final(seq, "", (), "abort")

@@ -1,0 +1,241 @@
+"""`AsyncEngine`: the `Engine` protocol on top of `EngineCore` (asyncio side; owns tokenizer and registry).
+
+`submit` validates everything it can before queueing (adapter, context length, queue room), so HTTP can
+answer 4xx before streaming starts. Outputs come back from the engine thread through per-request asyncio
+queues. Adapter compiles go to the engine thread (`EngineCore.call`), where they cannot race a forward pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.serve.engine.core import EngineCore
+from prefixtune.serve.engine.kv_store import SlotKVStore
+from prefixtune.serve.engine.messages import (
+    AdapterInfo,
+    ChatTurn,
+    EngineStats,
+    GenerationOutput,
+    GenerationRequest,
+)
+from prefixtune.serve.engine.request import Sequence as EngineSequence
+from prefixtune.serve.engine.runner import ModelRunner
+from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
+from prefixtune.serve.errors import ContextLengthError, EngineShutdownError, InvalidRequestError
+from prefixtune.serve.metrics import ServeMetrics
+from prefixtune.serve.registry import AdapterRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine limits (the CLI flags of the same names).
+
+    Attributes:
+        model_name: the base model's name in the API (`model` field; no adapter).
+        max_num_seqs: requests running at once (KV slots).
+        max_num_batched_tokens: tokens per step (decodes + prefill chunks).
+        max_waiting: queued requests before 429.
+        max_model_len: context limit, prompt + max_tokens + m; None: the model's own limit.
+    """
+
+    model_name: str
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 256
+    max_waiting: int = 256
+    max_model_len: int | None = None
+
+
+class RequestStream:
+    """The `OutputStream` of one request: iterate outputs until the one with a finish reason."""
+
+    def __init__(self, engine: AsyncEngine, request_id: str, queue: asyncio.Queue[GenerationOutput]) -> None:
+        self.engine, self.request_id, self.queue = engine, request_id, queue
+        self.is_finished = False
+
+    def __aiter__(self) -> AsyncIterator[GenerationOutput]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[GenerationOutput]:
+        try:
+            while not self.is_finished:
+                out = await self.queue.get()
+                self.is_finished = out.finish_reason is not None
+                yield out
+        finally:
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        """Abort the request if it is still running (frees its slot); idempotent."""
+        if not self.is_finished:
+            self.is_finished = True
+            self.engine._abort(self.request_id)
+        self.engine._queues.pop(self.request_id, None)
+
+
+class AsyncEngine:
+    """One base model, many adapters, continuous batching (implements `serve.engine.protocol.Engine`).
+
+    Args:
+        model: the frozen transformers causal LM (eval mode).
+        tokenizer: its tokenizer.
+        registry: the adapter registry; its compiles are routed to the engine thread.
+        config: limits.
+        metrics: shared with the registry and HTTP layer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        registry: AdapterRegistry,
+        config: EngineConfig,
+        metrics: ServeMetrics,
+    ) -> None:
+        self.config, self.tokenizer, self.registry, self.metrics = config, tokenizer, registry, metrics
+        self._max_len = _context_limit(model, config.max_model_len)
+        weight = model.get_input_embeddings().weight
+        store = SlotKVStore(
+            config.max_num_seqs, read_geometry(model).kv_shapes, self._max_len, device=weight.device, dtype=weight.dtype
+        )
+        scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting))
+        self.core = EngineCore(
+            scheduler,
+            ModelRunner(model, store),
+            decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+            eos_token_ids=_eos_ids(model, tokenizer),
+            max_len=self._max_len,
+            emit=self._emit,
+            metrics=metrics,
+        )
+        registry.run_compile = self._run_on_engine_thread
+        self._queues: dict[str, asyncio.Queue[GenerationOutput]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.is_accepting = False
+        logger.info(
+            "engine ready: %d slots of %d tokens (%.1f MiB KV)",
+            config.max_num_seqs,
+            self._max_len,
+            store.nbytes / 2**20,
+        )
+
+    # ----- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.core.start()
+        self.is_accepting = True
+
+    async def shutdown(self, drain_timeout: float = 30.0) -> None:
+        """Stop accepting, let running requests finish (up to `drain_timeout` s), then stop the thread."""
+        self.is_accepting = False
+        deadline = asyncio.get_running_loop().time() + drain_timeout
+        while self.core.has_work and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(self.core.stop, 10.0)
+
+    # ----- Engine protocol --------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_len
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text)["input_ids"])
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+    async def submit(self, request: GenerationRequest) -> RequestStream:
+        if not self.is_accepting:
+            raise EngineShutdownError("the server is shutting down and accepts no new requests")
+        prefix, m = None, 0
+        if request.adapter_name is not None:
+            prefix = await self.registry.acquire(request.adapter_name)
+            m = prefix.num_virtual_tokens
+        self._validate(request, m)
+        request_id = request.request_id or uuid.uuid4().hex
+        seq = EngineSequence(
+            request_id, list(request.prompt_token_ids), request.sampling, request.adapter_name, prefix, m
+        )
+        queue: asyncio.Queue[GenerationOutput] = asyncio.Queue()
+        self._queues[request_id] = queue
+        try:
+            self.core.add(seq)
+        except BaseException:
+            self._queues.pop(request_id, None)
+            raise
+        return RequestStream(self, request_id, queue)
+
+    def list_adapters(self) -> list[AdapterInfo]:
+        return self.registry.list()
+
+    def get_adapter(self, name: str) -> AdapterInfo:
+        return self.registry.get(name)
+
+    async def load_adapter(self, name: str, path: str, api_keys: Sequence[str] = ()) -> AdapterInfo:
+        return await self.registry.load(name, path, api_keys)
+
+    async def unload_adapter(self, name: str) -> None:
+        await self.registry.unload(name)
+
+    def stats(self) -> EngineStats:
+        with self.core.lock:
+            s = self.core.scheduler
+            return EngineStats(len(s.running), len(s.waiting), s.num_free_slots, self.is_accepting)
+
+    # ----- internals --------------------------------------------------------------------------------
+    def _validate(self, request: GenerationRequest, m: int) -> None:
+        n, max_tokens = len(request.prompt_token_ids), request.sampling.max_tokens
+        if n == 0:
+            raise InvalidRequestError("the prompt is empty; send at least one token")
+        if n + max_tokens + m > self._max_len:
+            raise ContextLengthError(
+                f"this model's context is {self._max_len} tokens; the request needs {n + max_tokens + m} "
+                f"({n} prompt + {max_tokens} max_tokens + {m} prefix). Shorten the prompt or lower max_tokens."
+            )
+
+    def _emit(self, output: GenerationOutput) -> None:
+        """Called on the engine thread; hands the output to the request's queue on the event loop."""
+        queue = self._queues.get(output.request_id)
+        if queue is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(queue.put_nowait, output)
+
+    def _abort(self, request_id: str) -> None:
+        self.core.abort(request_id)
+
+    async def _run_on_engine_thread(self, fn: Any) -> Any:
+        return await asyncio.wrap_future(self.core.call(fn))
+
+
+def _context_limit(model: nn.Module, configured: int | None) -> int:
+    config = model.config
+    own = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+    return min(int(own), configured) if configured else min(int(own), 8192)
+
+
+def _eos_ids(model: nn.Module, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+    ):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list | tuple):
+            ids.update(int(i) for i in source)
+    return frozenset(ids)

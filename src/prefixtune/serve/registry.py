@@ -1,0 +1,224 @@
+"""`AdapterRegistry`: which adapters exist, where they live, and an LRU of their compiled prefixes.
+
+One job: names -> adapter directories (inside one root) -> compiled prefixes, under a memory budget. It never
+touches tensors itself: an `AdapterCompiler` reads, validates and compiles (see `serve/compiler.py`), and
+compilation runs wherever the engine says (`run_compile`, the engine thread: compiling runs the frozen model).
+
+Rules (issue 4): names are validated and map only to directories inside the adapter root; an adapter made
+for another base model is refused (IncompatibleBaseModelError, raised by the compiler); a load or unload
+holds that name's lock; a failed load leaves the registry exactly as it was; evicted prefixes are
+recompiled on demand (requests already running keep theirs alive by reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from prefixtune.errors import AdapterNotFoundError, PrefixtuneError
+from prefixtune.serve.engine.messages import AdapterInfo
+from prefixtune.serve.errors import AdapterExistsError, AdapterNameError
+from prefixtune.serve.metrics import ServeMetrics
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class CompiledPrefix(Protocol):
+    """What the registry needs of a compiled prefix (a `PrefixKV`)."""
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def num_virtual_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    """What reading an adapter directory tells, before compiling it."""
+
+    method: str
+    num_virtual_tokens: int
+
+
+class AdapterCompiler(Protocol):
+    """Reads and compiles adapter directories for one base model."""
+
+    def inspect(self, path: Path) -> AdapterSpec:
+        """Validate files, shapes and the base-model fingerprint. Raises AdapterFormatError,
+        IncompatibleBaseModelError."""
+        ...
+
+    def compile(self, path: Path) -> CompiledPrefix:
+        """The adapter's per-layer keys/values, ready to inject (detached, on the model's device)."""
+        ...
+
+
+RunCompile = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+
+async def _run_in_thread(fn: Callable[[], Any]) -> Any:
+    return await asyncio.to_thread(fn)
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a valid adapter name, else raise AdapterNameError."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise AdapterNameError(
+            f"adapter name {name!r} is invalid: use 1-128 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit, without '..'"
+        )
+    return name
+
+
+class AdapterRegistry:
+    """Registered adapters plus an LRU cache of compiled prefixes (see the module docstring).
+
+    Args:
+        root: the adapter root; every adapter directory must resolve inside it (None: loading refused).
+        compiler: reads and compiles adapter directories.
+        cache_bytes: budget of the compiled-prefix cache.
+        metrics: where cache hits/misses/evictions go.
+        run_compile: runs a compile function and awaits it (default: a worker thread).
+        reserved_names: names adapters may not take (the base model's).
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        compiler: AdapterCompiler,
+        *,
+        cache_bytes: int,
+        metrics: ServeMetrics | None = None,
+        run_compile: RunCompile = _run_in_thread,
+        reserved_names: Sequence[str] = (),
+    ) -> None:
+        self.root = root.resolve() if root is not None else None
+        self.compiler = compiler
+        self.cache_bytes = cache_bytes
+        self.metrics = metrics or ServeMetrics()
+        self.run_compile = run_compile
+        self.reserved = set(reserved_names)
+        self._entries: dict[str, AdapterInfo] = {}
+        self._cache: OrderedDict[str, CompiledPrefix] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ----- queries ----------------------------------------------------------------------------------
+    def list(self) -> list[AdapterInfo]:
+        return [replace(info, is_cached=name in self._cache) for name, info in sorted(self._entries.items())]
+
+    def get(self, name: str) -> AdapterInfo:
+        info = self._entries.get(name)
+        if info is None:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise AdapterNotFoundError(f"no adapter named {name!r} is registered (registered: {known})")
+        return replace(info, is_cached=name in self._cache)
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(p.nbytes for p in self._cache.values())
+
+    # ----- load / unload ----------------------------------------------------------------------------
+    def resolve_path(self, path: str | Path) -> Path:
+        """`path` (absolute, or relative to the root) as a directory inside the root, else AdapterNameError."""
+        if self.root is None:
+            raise AdapterNameError("this server has no adapter root; start it with --adapters DIR")
+        candidate = Path(path)
+        full = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
+        if full == self.root or not full.is_relative_to(self.root):
+            raise AdapterNameError(f"adapter path {str(path)!r} is not a directory inside the adapter root")
+        return full
+
+    async def load(self, name: str, path: str | Path, api_keys: Sequence[str] = ()) -> AdapterInfo:
+        """Register and compile an adapter. On any error nothing changes.
+
+        Raises:
+            AdapterNameError, AdapterExistsError, AdapterFormatError, IncompatibleBaseModelError.
+        """
+        validate_name(name)
+        if name in self.reserved:
+            raise AdapterNameError(f"{name!r} is the base model's name; choose another adapter name")
+        full = self.resolve_path(path)
+        async with self._lock(name):
+            if name in self._entries:
+                raise AdapterExistsError(f"an adapter named {name!r} is already loaded; unload it first")
+            spec = await asyncio.to_thread(self.compiler.inspect, full)
+            prefix = await self.run_compile(lambda: self.compiler.compile(full))
+            info = AdapterInfo(
+                name=name,
+                path=str(full),
+                method=spec.method,
+                num_virtual_tokens=spec.num_virtual_tokens,
+                created=int(time.time()),
+                api_keys=frozenset(api_keys),
+            )
+            self._entries[name] = info
+            self._insert(name, prefix)
+            self.metrics.adapters.set(len(self._entries))
+        logger.info("adapter %s loaded from %s (%s, m=%d)", name, full, spec.method, spec.num_virtual_tokens)
+        return info
+
+    async def unload(self, name: str) -> None:
+        """Unregister an adapter (requests already running with it finish). Raises AdapterNotFoundError."""
+        async with self._lock(name):
+            self.get(name)
+            del self._entries[name]
+            self._cache.pop(name, None)
+            self.metrics.adapters.set(len(self._entries))
+            self.metrics.cache_bytes.set(self.cached_bytes)
+        logger.info("adapter %s unloaded", name)
+
+    async def load_root(self, api_keys: dict[str, Sequence[str]] | None = None) -> list[str]:
+        """Load every subdirectory of the root; a bad one is logged and skipped. Returns the names loaded."""
+        if self.root is None:
+            return []
+        loaded = []
+        for sub in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            try:
+                await self.load(sub.name, sub, (api_keys or {}).get(sub.name, ()))
+                loaded.append(sub.name)
+            except PrefixtuneError as exc:
+                logger.warning("skipping adapter directory %s: %s", sub, exc)
+        return loaded
+
+    # ----- compiled prefixes ------------------------------------------------------------------------
+    async def acquire(self, name: str) -> CompiledPrefix:
+        """The compiled prefix of `name`, compiling it again if it was evicted. Raises AdapterNotFoundError."""
+        prefix = self._cache.get(name)
+        if prefix is not None and name in self._entries:
+            self._cache.move_to_end(name)
+            self.metrics.cache_hits.inc()
+            return prefix
+        async with self._lock(name):
+            info = self.get(name)
+            prefix = self._cache.get(name)
+            if prefix is None:
+                self.metrics.cache_misses.inc()
+                path = Path(info.path)
+                prefix = await self.run_compile(lambda: self.compiler.compile(path))
+                if name in self._entries:  # not unloaded meanwhile
+                    self._insert(name, prefix)
+            else:
+                self.metrics.cache_hits.inc()
+            return prefix
+
+    def _insert(self, name: str, prefix: CompiledPrefix) -> None:
+        self._cache[name] = prefix
+        self._cache.move_to_end(name)
+        while self.cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            evicted, _ = self._cache.popitem(last=False)
+            self.metrics.cache_evictions.inc()
+            logger.info("adapter %s evicted from the compiled-prefix cache", evicted)
+        self.metrics.cache_bytes.set(self.cached_bytes)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())

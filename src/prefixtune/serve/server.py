@@ -1,0 +1,96 @@
+"""Assembling a server from a model and a `ServeConfig`: metrics, registry, engine, app; and running it.
+
+The one place that wires the parts together (used by `prefixtune serve` and by the end-to-end tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from torch import nn
+
+from prefixtune.errors import ConfigError
+from prefixtune.serve.api.app import build_app
+from prefixtune.serve.api.deps import ApiSettings
+from prefixtune.serve.compiler import PrefixAdapterCompiler
+from prefixtune.serve.config import ServeConfig
+from prefixtune.serve.engine.engine import AsyncEngine, EngineConfig
+from prefixtune.serve.metrics import ServeMetrics
+from prefixtune.serve.registry import AdapterRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def read_adapter_keys(path: str | None) -> dict[str, list[str]]:
+    """The per-adapter keys file: {"adapter": ["key", ...]}."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read --adapter-keys {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(k, str) for k in v) for v in data.values()
+    ):
+        raise ConfigError(f"--adapter-keys {path} must hold a JSON object of adapter name -> list of keys")
+    return data
+
+
+def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI:
+    """The server application for a loaded model (the engine starts with the app's lifespan)."""
+    config.validate()
+    metrics = ServeMetrics()
+    name = config.served_model_name or Path(config.model).name
+    root = Path(config.adapters) if config.adapters else None
+    if root is not None and not root.is_dir():
+        raise ConfigError(f"--adapters {root} is not a directory")
+    registry = AdapterRegistry(
+        root,
+        PrefixAdapterCompiler(model),
+        cache_bytes=int(config.adapter_cache_mb * 2**20),
+        metrics=metrics,
+        reserved_names=(name,),
+    )
+    engine_config = EngineConfig(
+        model_name=name,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_waiting=config.max_waiting,
+        max_model_len=config.max_model_len,
+    )
+    engine = AsyncEngine(model, tokenizer, registry, engine_config, metrics)
+    settings = ApiSettings(
+        api_keys=frozenset(config.api_key),
+        max_request_bytes=config.max_request_bytes,
+        request_timeout_s=config.request_timeout_s,
+        default_max_tokens=config.default_max_tokens,
+    )
+    keys = read_adapter_keys(config.adapter_keys)
+
+    async def load_root() -> None:
+        loaded = await registry.load_root(keys)
+        logger.info("loaded %d adapters from %s", len(loaded), root)
+
+    return build_app(engine, settings, metrics, on_startup=load_root, drain_timeout_s=config.drain_timeout_s)
+
+
+def serve(config: ServeConfig) -> None:
+    """Load the model and run the server until interrupted (SIGINT/SIGTERM drain gracefully)."""
+    import uvicorn
+
+    from prefixtune.models import load_model
+
+    config.validate()
+    model, tokenizer = load_model(config.model)
+    app = create_app(model, tokenizer, config)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+    )
