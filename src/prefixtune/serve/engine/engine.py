@@ -104,6 +104,7 @@ class AsyncEngine:
         self.config, self.tokenizer, self.registry, self.metrics = config, tokenizer, registry, metrics
         self._max_len = _context_limit(model, config.max_model_len)
         weight = model.get_input_embeddings().weight
+        self._vocab_size = int(weight.shape[0])
         store = SlotKVStore(
             config.max_num_seqs, read_geometry(model).kv_shapes, self._max_len, device=weight.device, dtype=weight.dtype
         )
@@ -203,6 +204,11 @@ class AsyncEngine:
         n, max_tokens = len(request.prompt_token_ids), request.sampling.max_tokens
         if n == 0:
             raise InvalidRequestError("the prompt is empty; send at least one token")
+        bad = [t for t in request.prompt_token_ids if not 0 <= t < self._vocab_size]
+        if bad:
+            raise InvalidRequestError(
+                f"prompt token ids {bad[:5]} are outside the vocabulary (0..{self._vocab_size - 1})"
+            )
         if n + max_tokens + m > self._max_len:
             raise ContextLengthError(
                 f"this model's context is {self._max_len} tokens; the request needs {n + max_tokens + m} "
