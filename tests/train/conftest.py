@@ -87,3 +87,14 @@ def sentiment_files(tmp_path) -> tuple[Path, Path]:
         write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64, seed=0)),
         write_jsonl(tmp_path / "valid.jsonl", sentiment_rows(16, seed=1)),
     )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread; with several, OpenMP spin-waits dominate on shared CPUs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
