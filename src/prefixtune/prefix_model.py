@@ -24,7 +24,8 @@ from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
 from prefixtune.generation.generate import generate_with_prefixes
-from prefixtune.io.adapter_dir import check_shapes, read_adapter_dir, save_adapter_dir
+from prefixtune.io.adapter_dir import check_shapes, save_adapter_dir
+from prefixtune.io.peft_import import read_adapter_files
 from prefixtune.parametrizations import Parametrization, build_parametrization, parametrization_class
 
 logger = logging.getLogger(__name__)
@@ -183,12 +184,14 @@ class PrefixModel(nn.Module):
         )
 
     def load_adapter(self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True) -> str:
-        """Load an adapter directory as `name` (default: the directory's name). Validates before changing state.
+        """Load an adapter directory (ours, or a PEFT PREFIX_TUNING/PROMPT_TUNING one) as `name`.
+
+        `name` defaults to the directory's name. Validates before changing state.
 
         Raises:
             AdapterFormatError: bad files or shapes. IncompatibleBaseModelError: made for another base model.
         """
-        files = read_adapter_dir(path)
+        files = read_adapter_files(path)
         name = name or Path(path).name
         self._check_new_name(name)
         cls = parametrization_class(files.config.method)
@@ -269,7 +272,7 @@ def load_adapter(
     check_fingerprint: bool = True,
     tokenizer: Any = None,
 ) -> PrefixModel:
-    """Load an adapter directory onto a base model (or add it to an existing PrefixModel)."""
+    """Load an adapter directory (ours or PEFT's) onto a base model (or add it to an existing PrefixModel)."""
     pm = model if isinstance(model, PrefixModel) else PrefixModel(model, tokenizer=tokenizer)
     pm.load_adapter(path, adapter_name, check_fingerprint=check_fingerprint)
     return pm

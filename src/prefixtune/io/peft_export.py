@@ -1,0 +1,152 @@
+"""Exporting prefixtune adapters to Hugging Face PEFT: PREFIX_TUNING (any method) or PROMPT_TUNING (prompt).
+
+One job: write a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) that PEFT's
+`PeftModel.from_pretrained` loads and whose forward gives the same logits as ours, or refuse, saying why,
+when PEFT cannot express the adapter exactly. The `peft` package is not needed to export.
+
+Why any method exports exactly to PREFIX_TUNING: every method compiles to per-layer keys/values in the form
+the attention consumes (prefix/prompt keys already rotated at positions 0..m-1), and PEFT feeds its stored
+keys/values to the attention as they are and numbers the real tokens m + j: our "shifted" convention.
+Must not depend on train/, serve/ or cli/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.errors import ConfigError
+from prefixtune.io.atomic import atomic_directory
+from prefixtune.io.peft_format import CONFIG_FILE, PREFIX_TUNING, PROMPT_TUNING, TENSOR_NAME, WEIGHTS_FILE
+from prefixtune.version import __version__
+
+if TYPE_CHECKING:
+    from prefixtune.prefix_model import PrefixModel
+
+# The only convention PEFT can express: prefix keys used as stored, real tokens at m + j.
+PEFT_POSITION_CONVENTION = "shifted"
+
+
+def default_peft_type(method: str) -> str:
+    """PROMPT_TUNING for soft prompts (smaller, and what users of prompts expect), else PREFIX_TUNING."""
+    return PROMPT_TUNING if method == "prompt" else PREFIX_TUNING
+
+
+def export_peft(
+    pm: PrefixModel,
+    path: str | os.PathLike,
+    adapter_name: str | None = None,
+    *,
+    peft_type: str | None = None,
+) -> Path:
+    """Write adapter `adapter_name` of `pm` as a PEFT adapter directory (atomically).
+
+    Args:
+        pm: the PrefixModel holding the adapter (its base model compiles prefix and prompt adapters).
+        path: the directory to write.
+        adapter_name: which adapter (default: the active one).
+        peft_type: "PREFIX_TUNING" (any method) or "PROMPT_TUNING" (method "prompt" only); default
+            PROMPT_TUNING for prompts, else PREFIX_TUNING.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        ConfigError: PEFT cannot express this adapter exactly (position convention, a PROMPT_TUNING export of
+            a per-layer method, layers whose key/value shapes differ).
+    """
+    config = pm.adapter_config(adapter_name)
+    peft_type = peft_type or default_peft_type(config.method)
+    _check_exportable(pm, config.method, config.position_convention, peft_type)
+    with torch.no_grad():
+        if peft_type == PREFIX_TUNING:
+            embeddings = flatten_prefix_kv(pm.compile(adapter_name).detach())
+        else:
+            embeddings = pm.adapters[adapter_name or pm.active_adapter].folded_state()["prompt"]
+    document = _peft_config(pm, peft_type, config.num_virtual_tokens)
+    payload = {TENSOR_NAME: embeddings.detach().to("cpu", torch.float32).contiguous()}
+    with atomic_directory(path) as tmp:
+        save_file(
+            payload, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "exported_by": f"prefixtune {__version__}"}
+        )
+        (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def flatten_prefix_kv(kv: PrefixKV) -> torch.Tensor:
+    """PEFT's PREFIX_TUNING tensor from per-layer keys/values: [m, L*2*H*D], layer l keys at 2l, values at 2l+1."""
+    m = kv.num_virtual_tokens
+    per_layer = []
+    for k, v in zip(kv.keys, kv.values, strict=True):
+        per_layer += [k.transpose(0, 1), v.transpose(0, 1)]  # (m, H, D) each
+    return torch.stack(per_layer, dim=1).reshape(m, -1)  # (m, 2L, H, D) -> (m, 2L*H*D)
+
+
+def _check_exportable(pm: PrefixModel, method: str, convention: str, peft_type: str) -> None:
+    problems = []
+    if peft_type not in (PREFIX_TUNING, PROMPT_TUNING):
+        problems.append(f"peft_type={peft_type!r} is unknown; choose {PREFIX_TUNING} or {PROMPT_TUNING}")
+    if peft_type == PROMPT_TUNING and method != "prompt":
+        problems.append(
+            f"a {method!r} adapter acts on every layer, which PROMPT_TUNING (one soft prompt at the embeddings) "
+            f"cannot express; export it as {PREFIX_TUNING}"
+        )
+    if convention != PEFT_POSITION_CONVENTION:
+        problems.append(
+            f"position convention {convention!r} cannot be expressed in PEFT, which always numbers the real tokens "
+            f"m + j ({PEFT_POSITION_CONVENTION!r}); keep the adapter in prefixtune's format or export a KV pack"
+        )
+    shapes = set(pm.geometry.kv_shapes)
+    if peft_type == PREFIX_TUNING and len(shapes) > 1:
+        problems.append(
+            f"this model's layers have different key/value shapes {sorted(shapes)}; PEFT's PREFIX_TUNING stores one "
+            "shape for all layers, so it cannot hold this adapter exactly (use `prefixtune export-kv` instead)"
+        )
+    if problems:
+        raise ConfigError(problems, source="PEFT export")
+
+
+def _peft_config(pm: PrefixModel, peft_type: str, m: int) -> dict[str, Any]:
+    """adapter_config.json as PEFT 0.17-0.21 writes it, with every field PEFT would otherwise infer filled in."""
+    geometry = pm.geometry
+    H, D = geometry.kv_shapes[0]
+    model_config = pm.base_model.config
+    heads = getattr(model_config, "num_attention_heads", None) or getattr(model_config, "n_head", None)
+    document: dict[str, Any] = {
+        "peft_type": peft_type,
+        "task_type": "CAUSAL_LM",
+        "num_virtual_tokens": m,
+        "num_layers": geometry.num_layers,
+        "num_transformer_submodules": 1,
+        "inference_mode": True,
+        "base_model_name_or_path": getattr(model_config, "_name_or_path", None) or None,
+        "revision": None,
+        "modules_to_save": None,
+        "auto_mapping": None,
+    }
+    if peft_type == PREFIX_TUNING:
+        # PEFT views the tensor as (m, 2L, num_attention_heads, token_dim // num_attention_heads): for
+        # grouped-query models these are the key/value heads (PEFT's own rule, peft utils/other.py).
+        document.update(
+            token_dim=H * D,
+            num_attention_heads=H,
+            encoder_hidden_size=H * D,
+            prefix_projection=False,
+            init_weights=None,
+        )
+    else:
+        document.update(
+            token_dim=geometry.hidden_size,
+            num_attention_heads=heads,
+            prompt_tuning_init="RANDOM",
+            prompt_tuning_init_text=None,
+            tokenizer_name_or_path=None,
+            tokenizer_kwargs=None,
+        )
+    return document
