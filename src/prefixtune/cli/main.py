@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from prefixtune.errors import (
@@ -82,10 +83,10 @@ def _hint(exc: BaseException) -> str:
     return "run with --debug for the full traceback"
 
 
-def _fail(exc: BaseException, code: int, debug: bool) -> int:
+def _fail(exc: BaseException, code: int, debug: bool, message: str | None = None) -> int:
     if debug:
-        logger.exception("failed")
-    message = str(exc) or type(exc).__name__
+        traceback.print_exception(exc, file=sys.stderr)
+    message = message or str(exc) or type(exc).__name__
     print(f"prefixtune: error: {message}", file=sys.stderr)
     print(f"hint: {_hint(exc)}", file=sys.stderr)
     return code
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("prefixtune: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: still one line unless --debug
-        return _fail(RuntimeError(f"unexpected {type(exc).__name__}: {exc}"), EXIT_RUNTIME, args.debug)
+        return _fail(exc, EXIT_RUNTIME, args.debug, message=f"unexpected {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

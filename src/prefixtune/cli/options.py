@@ -58,7 +58,8 @@ def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     annotation = str(f.type)
     optional = annotation.endswith("| None")
     base = annotation.removesuffix("| None").strip()
-    kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+    help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+    kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
     if base == "bool":
         kwargs["action"] = argparse.BooleanOptionalAction
         return kwargs
