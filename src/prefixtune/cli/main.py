@@ -32,6 +32,7 @@ SUBCOMMANDS: list[str] = [
     "prefixtune.cli.generate",
     "prefixtune.cli.inspect",
     "prefixtune.cli.demo",
+    "prefixtune.cli.serve",
 ]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
