@@ -1,0 +1,102 @@
+"""Doctor checks of an adapter against the model: fingerprint, layer count and width, position convention.
+
+Each check takes (`RawAdapter`, `ModelFacts`) and returns a list of `Finding`s (empty: nothing wrong).
+"""
+
+from __future__ import annotations
+
+from prefixtune.config import POSITION_CONVENTIONS
+from prefixtune.core.fingerprint import compare
+from prefixtune.diagnostics.findings import Finding
+from prefixtune.diagnostics.model_facts import ModelFacts
+from prefixtune.diagnostics.raw_adapter import RawAdapter
+from prefixtune.version import __version__
+
+_RIGHT_MODEL = "use the base model the adapter was trained on, or train/convert the adapter for this model"
+
+
+def check_fingerprint(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The recorded base-model fingerprint differs from the model's (architecture or weights)."""
+    problems = compare(adapter.fingerprint, facts.fingerprint)
+    if not problems:
+        return []
+    return [
+        Finding(
+            "fingerprint_mismatch",
+            "the adapter was trained on another base model: " + "; ".join(problems),
+            _RIGHT_MODEL,
+        )
+    ]
+
+
+def check_layers(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The adapter covers another number of layers than the model has."""
+    if adapter.method == "prompt":
+        return []  # one prompt, at the embeddings
+    have = adapter.kv_layer_count() if adapter.method == "kv" else int(adapter.tensors["prefix"].shape[0])
+    want = facts.geometry.num_layers
+    if have == want:
+        return []
+    return [
+        Finding(
+            "layer_count_mismatch",
+            f"the adapter has prefixes for {have} layers, but the model has {want} layers",
+            _RIGHT_MODEL,
+        )
+    ]
+
+
+def check_width(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The adapter's vectors do not have the model's width (hidden size, or key/value heads x head size)."""
+    geometry = facts.geometry
+    if adapter.method == "kv":
+        for i, (H, D) in enumerate(geometry.kv_shapes):
+            for kind in ("keys", "values"):
+                tensor = adapter.tensors.get(f"{kind}.{i}")
+                if tensor is not None and (tensor.shape[0], tensor.shape[-1]) != (H, D):
+                    return [
+                        Finding(
+                            "width_mismatch",
+                            f"layer {i} {kind} have {tensor.shape[0]} heads of size {tensor.shape[-1]}, but the "
+                            f"model's attention uses {H} key/value heads of size {D}",
+                            _RIGHT_MODEL,
+                        )
+                    ]
+        return []
+    name = "prefix" if adapter.method == "prefix" else "prompt"
+    width = int(adapter.tensors[name].shape[-1])
+    if width == geometry.hidden_size:
+        return []
+    return [
+        Finding(
+            "width_mismatch",
+            f"the adapter's {name} vectors have width {width}, but the model's hidden size is {geometry.hidden_size}",
+            _RIGHT_MODEL,
+        )
+    ]
+
+
+def check_positions(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The position convention is unknown, or leaves the model no position for a real token."""
+    convention, m = adapter.position_convention, adapter.num_virtual_tokens
+    if convention not in POSITION_CONVENTIONS:
+        return [
+            Finding(
+                "position_convention",
+                f"the adapter uses position convention {convention!r}, which prefixtune {__version__} cannot "
+                f"apply (it knows {', '.join(POSITION_CONVENTIONS)}); the model would number its tokens differently "
+                "from training",
+                "upgrade prefixtune to the version that wrote the adapter, or retrain it",
+            )
+        ]
+    limit = facts.max_positions
+    if limit is not None and m >= limit:
+        return [
+            Finding(
+                "position_convention",
+                f"with the {convention!r} convention real tokens start at position m={m}, but the model numbers "
+                f"only {limit} positions: no real token fits",
+                f"use an adapter with fewer than {limit} virtual tokens (m + prompt + output must stay <= {limit})",
+            )
+        ]
+    return []

@@ -1,0 +1,38 @@
+"""`ModelFacts`: what the checks need to know about the base model, read once per `doctor` run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from prefixtune.core.fingerprint import fingerprint
+from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
+
+_MAX_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """The base model and its shapes, fingerprint and position limit.
+
+    Attributes:
+        model: the frozen transformers model (used to recompute prefix states).
+        geometry: layers, hidden size and per-layer key/value shapes.
+        fingerprint: as `prefixtune.fingerprint` computes it.
+        max_positions: the largest number of positions the model can number, or None if it declares none.
+    """
+
+    model: nn.Module
+    geometry: ModelGeometry
+    fingerprint: dict[str, Any]
+    max_positions: int | None
+
+    @classmethod
+    def read(cls, model: nn.Module) -> ModelFacts:
+        """Read the facts off `model` (runs it once on one token)."""
+        config = model.config
+        limits = [getattr(config, key, None) for key in _MAX_POSITION_KEYS]
+        max_positions = next((v for v in limits if isinstance(v, int) and v > 0), None)
+        return cls(model, read_geometry(model), fingerprint(model), max_positions)
