@@ -19,7 +19,6 @@ import asyncio
 import json
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -41,7 +40,9 @@ from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.server import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve_peft_engine import PeftBaselineEngine  # noqa: E402
+import itertools
+
+from serve_peft_engine import PeftBaselineEngine
 
 HERE = Path(__file__).parent
 BASE = "smollm2-135m"
@@ -109,7 +110,7 @@ async def one_request(client: httpx.AsyncClient, body: dict) -> dict:
             if chunk["choices"]:
                 arrivals.append(time.perf_counter())
                 text.append(chunk["choices"][0]["text"])
-    itl = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    itl = [b - a for a, b in itertools.pairwise(arrivals)]
     return {"ttft": arrivals[0] - start, "itl": itl, "tokens": tokens, "text": "".join(text)}
 
 
@@ -146,7 +147,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def metric(text: str, name: str) -> float:
@@ -156,7 +157,7 @@ def metric(text: str, name: str) -> float:
     return float("nan")
 
 
-def ours(model, tokenizer, root: Path, args, adapters: bool) -> ServeConfig:
+def ours(root: Path, args, adapters: bool) -> ServeConfig:
     return ServeConfig(
         model=BASE,
         adapters=str(root) if adapters else None,
@@ -179,9 +180,9 @@ def bench(args) -> dict:
         names = make_adapters(peft_base, root, peft_root, n, args.m)
         bodies = workload(names, args.requests, args.prompt_len, args.max_tokens, vocab)
         floor_bodies = workload([BASE], args.requests, args.prompt_len, args.max_tokens, vocab)
-        with Server(create_app(model, tokenizer, ours(model, tokenizer, root, args, False))) as url:
+        with Server(create_app(model, tokenizer, ours(root, args, False))) as url:
             floor = asyncio.run(run_load(url, floor_bodies, args.concurrency))
-        with Server(create_app(model, tokenizer, ours(model, tokenizer, root, args, True))) as url:
+        with Server(create_app(model, tokenizer, ours(root, args, True))) as url:
             mine = asyncio.run(run_load(url, bodies, args.concurrency))
         pm = peft.PeftModel.from_pretrained(peft_base, str(peft_root / names[0]), adapter_name=names[0])
         for name in names[1:]:
@@ -240,7 +241,8 @@ def write_markdown(results: dict, path: Path) -> None:
             )
     lines += [
         "",
-        "| N adapters | prefixtune / PEFT throughput | compiled prefix bytes per adapter | PEFT outputs equal to ours |",
+        "| N adapters | prefixtune / PEFT throughput | compiled prefix bytes per adapter "
+        "| PEFT outputs equal to ours |",
         "|---|---|---|---|",
     ]
     for run in results["runs"]:
