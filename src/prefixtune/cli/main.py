@@ -33,6 +33,9 @@ SUBCOMMANDS: list[str] = [
     "prefixtune.cli.inspect",
     "prefixtune.cli.demo",
     "prefixtune.cli.serve",
+    "prefixtune.cli.convert",
+    "prefixtune.cli.export_kv",
+    "prefixtune.cli.doctor",
 ]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
