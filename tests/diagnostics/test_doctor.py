@@ -177,3 +177,9 @@ def test_every_code_is_covered_by_a_test() -> None:
 def test_unreadable_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(pt.AdapterFormatError, match="no such adapter directory"):
         run_doctor(make_model("gpt2"), tmp_path / "missing")
+
+
+def test_tensors_that_do_not_fit_the_method_are_an_error(tmp_path: Path) -> None:
+    directory = edit_tensors(save(tmp_path, "prefix"), lambda t: t.update(prefix=torch.zeros(3, 4)))
+    with pytest.raises(pt.AdapterFormatError, match=r"stores one 3-D tensor 'prefix', found \{'prefix': \(3, 4\)\}"):
+        run_doctor(make_model("llama"), directory)

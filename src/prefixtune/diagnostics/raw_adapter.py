@@ -100,6 +100,8 @@ def _read_ours(root: Path) -> RawAdapter:
         stored = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise AdapterFormatError(f"{weights}: cannot be read, missing, truncated or corrupt ({exc})") from None
+    tensors = {k: v for k, v in stored.items() if not k.startswith(COMPILED_PREFIX)}
+    _check_names(weights, config["method"], tensors)
     return RawAdapter(
         path=root,
         source="prefixtune",
@@ -107,9 +109,24 @@ def _read_ours(root: Path) -> RawAdapter:
         num_virtual_tokens=int(config.get("num_virtual_tokens") or 0),
         position_convention=str(config.get("position_convention", "shifted")),
         fingerprint=document.get("base_model_fingerprint"),
-        tensors={k: v for k, v in stored.items() if not k.startswith(COMPILED_PREFIX)},
+        tensors=tensors,
         extra={k: v for k, v in stored.items() if k.startswith(COMPILED_PREFIX)},
     )
+
+
+def _check_names(file: Path, method: str, tensors: dict[str, torch.Tensor]) -> None:
+    """The tensors a method stores are there with the right number of dimensions (values are not judged)."""
+    if method == "kv":
+        names = [n for n in tensors if _KV_NAME.match(n)]
+        ok = bool(names) and len(names) == len(tensors) and all(tensors[n].ndim == 3 for n in names)
+        expected = "keys.{l} and values.{l}, 3-D"
+    else:
+        name, ndim = ("prefix", 3) if method == "prefix" else ("prompt", 2)
+        ok = set(tensors) == {name} and tensors[name].ndim == ndim
+        expected = f"one {ndim}-D tensor {name!r}"
+    if not ok:
+        shapes = {k: tuple(v.shape) for k, v in list(tensors.items())[:6]}
+        raise AdapterFormatError(f"{file}: method {method!r} stores {expected}, found {shapes}; the file is damaged")
 
 
 def _read_peft(root: Path) -> RawAdapter:
