@@ -21,14 +21,18 @@ examples:
   prefixtune demo --output-dir runs/demo2 --max-steps 100
 """
 
-# Prefix initialized from the activations of a short task description, so training starts from what the
-# frozen model already "knows" about the task (the init recipe reported best for modern LLMs).
-DEMO_INIT_TEXT = "Movie review sentiment. A positive review praises the film; a negative review criticizes it."
-DEMO_PREFIX = {"method": "prefix", "num_virtual_tokens": 16, "init": "text", "init_text": DEMO_INIT_TEXT}
+# The prefix starts from the activations of two made-up labelled reviews (init="text", the recipe reported
+# best for modern LLMs): at step 0 the adapter is a two-shot prompt the model already understands, and
+# training moves it from there. m is the text's token count, so the text is neither cut nor tiled.
+DEMO_INIT_TEXT = (
+    "Review: an utterly charming and hilarious film.\nSentiment: positive\n"
+    "Review: a tedious, poorly acted mess.\nSentiment: negative\n"
+)
+DEMO_PREFIX = {"method": "prefix", "init": "text", "init_text": DEMO_INIT_TEXT}
 DEMO_TRAIN = {
     "model": "smollm2-135m",
     "data": "rotten-tomatoes",
-    "learning_rate": 5e-3,
+    "learning_rate": 3e-3,
     "batch_size": 8,
     "max_steps": 120,
     "eval_every": 40,
@@ -85,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(
         **{**DEMO_TRAIN, "max_steps": args.max_steps}, output_dir=args.output_dir, progress=not args.no_progress
     )
-    result = run_training(train_cfg, PrefixConfig(**DEMO_PREFIX, seed=train_cfg.seed), model=model, tokenizer=tokenizer)
+    m = len(tokenizer(DEMO_INIT_TEXT, add_special_tokens=False)["input_ids"])
+    adapter_cfg = PrefixConfig(**DEMO_PREFIX, num_virtual_tokens=m, seed=train_cfg.seed)
+    result = run_training(train_cfg, adapter_cfg, model=model, tokenizer=tokenizer)
 
     import prefixtune as pt
 
@@ -93,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
     test = parse_records(load_records("rotten-tomatoes", "test", args.test_limit), fmt, tokenizer)
     _say(f"[4/5] held-out test accuracy ({len(test)} reviews)")
     tuned = evaluate(pm, tokenizer, test, fmt, adapter_name="demo", batch_size=32)
-    bare = evaluate(pm, tokenizer, test, fmt, adapter_name=None, batch_size=32)
-    _say(f"      bare model {bare.metrics['accuracy']:.3f}  ->  with the prefix {tuned.metrics['accuracy']:.3f}")
+    _say(f"      with the prefix: accuracy {tuned.metrics['accuracy']:.3f}, macro-F1 {tuned.metrics['macro_f1']:.3f}")
 
     _say(f"[5/5] a few test reviews, labelled by the adapter (generation, {SAMPLES} examples)")
     _show_samples(pm, tokenizer, test[:SAMPLES], fmt)
@@ -102,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     share = result.trainable_parameters / result.total_parameters
     rows = [
         ("zero-shot validation accuracy", base["accuracy"]),
-        ("test accuracy, bare model", bare.metrics["accuracy"]),
         ("test accuracy, prefix adapter", tuned.metrics["accuracy"]),
         ("test macro-F1, prefix adapter", tuned.metrics["macro_f1"]),
         ("trainable parameters", result.trainable_parameters),
