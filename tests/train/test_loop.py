@@ -170,3 +170,22 @@ def test_reparam_adapter_trains_and_saves_folded(tiny_llama_dir, sentiment_files
     pm = pt.load_adapter(model, result.adapter_dir)
     assert pm.adapter_config().reparam_hidden is None  # folded on save
     assert pm.num_trainable_parameters() == 3 * 4 * 32
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_llama_dir, sentiment_files, tmp_path):
+    runs = [
+        run_training(
+            _config(
+                tiny_llama_dir,
+                sentiment_files,
+                tmp_path / f"gc{flag}",
+                max_steps=3,
+                eval_every=0,
+                gradient_checkpointing=flag,
+            ),
+            ADAPTER,
+        )
+        for flag in (False, True)
+    ]
+    a, b = (_adapter_tensors(r.adapter_dir) for r in runs)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
