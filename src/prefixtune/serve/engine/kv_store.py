@@ -81,9 +81,11 @@ class StepView:
             raise ValueError(f"a row would hold {self.T_kv} tokens; slots hold {store.max_len}")
         i = torch.arange(T, device=dev)[None, :]  # (1, T)
         is_real = i >= pad[:, None]  # (B, T)
-        self.row_idx, self.col_idx = is_real.nonzero(as_tuple=True)  # (N,), (N,) for the N real tokens
-        self.slot_idx = self.row_idx + lo
-        self.pos_idx = start[self.row_idx] + self.col_idx - pad[self.row_idx]  # (N,)
+        row, col = is_real.nonzero(as_tuple=True)  # (N,), (N,) for the N real tokens, row-major
+        # Without padding every (row, col) is real and the gather below is skipped.
+        self.real = None if bool(is_real.all()) else row * T + col  # (N,) into the flattened (B*T)
+        self._dst: dict[int, torch.Tensor] = {}
+        self._slot_pos = (row + lo, start[row] + col - pad[row])  # (N,), (N,)
         limit = start[:, None] + (i - pad[:, None]).clamp(min=0)  # (B, T): last position each query sees
         j = torch.arange(self.T_kv, device=dev)
         self.mask = (j[None, None, :] <= limit[:, :, None])[:, None]  # (B, 1, T, T_kv)
@@ -94,8 +96,29 @@ class StepView:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Write this step's real keys/values (B, H_kv, T, D) in place; return views over the slot range."""
         k_cache, v_cache = self.store.keys[layer_idx], self.store.values[layer_idx]
-        k_cache[self.slot_idx, :, self.pos_idx] = key[self.row_idx, :, self.col_idx].to(k_cache.dtype)  # (N, H, D)
-        v_cache[self.slot_idx, :, self.pos_idx] = value[self.row_idx, :, self.col_idx].to(v_cache.dtype)
+        # index_copy_ on a flat (S*H*L, D) view: advanced indexing with a slice between the indexed dims
+        # (cache[slots, :, positions] = ...) is orders of magnitude slower on CPU.
+        dst = self._flat_destinations(k_cache.shape[1])
+        for cache, new in ((k_cache, key), (v_cache, value)):
+            cache.view(-1, cache.shape[-1]).index_copy_(0, dst, self._rows(new).to(cache.dtype))
         keys = k_cache[self.lo : self.hi, :, : self.T_kv]  # (B, H_kv, T_kv, D), a view
         values = v_cache[self.lo : self.hi, :, : self.T_kv]
         return keys.to(key.dtype), values.to(value.dtype), self.mask
+
+    def _flat_destinations(self, H: int) -> torch.Tensor:
+        """Row indices into cache.view(S * H * L, D) for every real token and head, in `_rows` order."""
+        dst = self._dst.get(H)
+        if dst is None:
+            slot, pos = self._slot_pos
+            heads = torch.arange(H, device=slot.device)[None, :]  # (1, H)
+            dst = ((slot[:, None] * H + heads) * self.store.max_len + pos[:, None]).reshape(-1)  # (N*H,)
+            self._dst[H] = dst
+        return dst
+
+    def _rows(self, new: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D) -> (N*H, D): the real tokens, token-major then head."""
+        B, H, T, D = new.shape
+        flat = new.transpose(1, 2).reshape(B * T, H, D)  # (B*T, H, D)
+        if self.real is not None:
+            flat = flat.index_select(0, self.real)  # (N, H, D)
+        return flat.reshape(-1, D)
