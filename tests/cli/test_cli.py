@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,15 @@ def test_console_entry_point_runs():
         [sys.executable, "-m", "prefixtune.cli.main", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "train" in result.stdout and "demo" in result.stdout
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].joinpath("configs").glob("*.toml")), ids=str)
+def test_shipped_configs_are_valid(path):
+    from prefixtune.cli.main import build_parser
+    from prefixtune.cli.train import build_configs
+
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith("# prefixtune train --config"), "configs begin with the command that runs them"
+    args = build_parser().parse_args(["train", "--config", str(path), "--data", "some.jsonl"])
+    train, adapter = build_configs(args)
+    assert train.data == "some.jsonl" and adapter.method in ("prefix", "kv", "prompt")
