@@ -110,6 +110,13 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         )
 
 
+def _write_run_configs(output_dir: Path, config: TrainConfig, prefix_config: PrefixConfig, fmt: TaskFormat) -> None:
+    """The resolved configuration, saved with every run (train_config.json is what --resume checks)."""
+    resolved = {"train": config.to_dict(), "adapter": prefix_config.to_dict(), "task": fmt.to_dict()}
+    atomic_write_text(output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
+    atomic_write_text(output_dir / "run_config.json", json.dumps(resolved, indent=2))
+
+
 def run_training(
     config: TrainConfig,
     prefix_config: PrefixConfig,
@@ -142,18 +149,7 @@ def run_training(
         logger.warning("%s", data.skips.summary())
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = output_dir / "metrics.jsonl"
-    resolved = {"train": config.to_dict(), "adapter": prefix_config.to_dict(), "task": data.fmt.to_dict()}
-    trainer = Trainer(
-        pm,
-        tokenizer,
-        train_set,
-        data.validation,
-        data.fmt,
-        config,
-        None,
-        output_dir,
-        accelerator,
-    )
+    trainer = Trainer(pm, tokenizer, train_set, data.validation, data.fmt, config, None, output_dir, accelerator)
     if config.resume:
         trainer.resume()
     # On resume, lines logged after the checkpoint's step are dropped: the file reads as one clean run.
@@ -161,8 +157,7 @@ def run_training(
         metrics_path, truncate_after=trainer.state.step if config.resume else None
     )
     if accelerator.is_main_process:
-        atomic_write_text(output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
-        atomic_write_text(output_dir / "run_config.json", json.dumps(resolved, indent=2))
+        _write_run_configs(output_dir, config, prefix_config, data.fmt)
     try:
         loop = trainer.run()
     finally:
