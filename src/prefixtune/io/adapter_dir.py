@@ -46,6 +46,7 @@ class AdapterFiles:
     metadata: dict[str, Any] = field(default_factory=dict)
     compiled: PrefixKV | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
+    weights_file: str = WEIGHTS_FILE  # named in errors (PEFT's is adapter_model.safetensors)
 
 
 def save_adapter_dir(
@@ -112,7 +113,7 @@ def read_adapter_dir(path: str | os.PathLike) -> AdapterFiles:
 
 def check_shapes(files: AdapterFiles, expected: dict[str, tuple[int, ...]]) -> None:
     """Raise AdapterFormatError unless the tensors are exactly the expected names and shapes."""
-    weights = files.path / WEIGHTS_FILE
+    weights = files.path / files.weights_file
     missing = sorted(set(expected) - set(files.tensors))
     extra = sorted(set(files.tensors) - set(expected))
     if missing or extra:

@@ -60,6 +60,7 @@ def peft_to_adapter_files(adapter: PeftAdapter) -> AdapterFiles:
         fingerprint=None,  # PEFT records no weights fingerprint; shapes are still checked on load
         metadata={"imported_from": _provenance(adapter)},
         raw_config=adapter.config,
+        weights_file=WEIGHTS_FILE,
     )
 
 
