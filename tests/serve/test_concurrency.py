@@ -90,3 +90,19 @@ async def test_load_and_unload_while_requests_run(adapter_root):
             assert again["choices"] == new["choices"]
     finally:
         live.stop()
+
+
+async def test_evicted_adapters_are_recompiled_on_demand_under_traffic(server: LiveServer, adapter_root):
+    tiny_cache = LiveServer(serve_config(adapter_root, adapter_cache_mb=0.000001)).start()  # one prefix at most
+    requests = mixed_requests(12, seed=3)
+    try:
+        async with httpx.AsyncClient(base_url=tiny_cache.url, timeout=120) as client:
+            evicting = await asyncio.gather(*(complete(client, r) for r in requests))
+            metrics = (await client.get("/metrics")).text
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            cached = await asyncio.gather(*(complete(client, r) for r in requests))
+    finally:
+        tiny_cache.stop()
+    assert [r["choices"] for r in evicting] == [r["choices"] for r in cached]
+    assert server.metric(metrics, "prefixtune_adapter_cache_evictions_total") > 0
+    assert server.metric(metrics, "prefixtune_adapter_cache_misses_total") > 0

@@ -23,6 +23,7 @@ from prefixtune.serve.metrics import ServeMetrics
 logger = logging.getLogger(__name__)
 
 StartupHook = Callable[[], Awaitable[None]]
+_GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
 class BodyLimitMiddleware:
@@ -102,7 +103,7 @@ def build_app(
 
     @app.middleware("http")
     async def observe(request, call_next):  # type: ignore[no-untyped-def]
-        if not request.url.path.endswith("completions"):
+        if request.url.path not in _GENERATION_PATHS:  # bounded label values
             return await call_next(request)
         start = time.monotonic()
         response = await call_next(request)

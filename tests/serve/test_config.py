@@ -1,0 +1,30 @@
+"""ServeConfig validation lists every problem; the adapter-keys file is checked at start."""
+
+from __future__ import annotations
+
+import pytest
+
+from prefixtune.errors import ConfigError
+from prefixtune.serve.config import ServeConfig
+from prefixtune.serve.server import read_adapter_keys
+
+
+def test_every_problem_is_listed():
+    config = ServeConfig(port=0, max_num_seqs=8, max_num_batched_tokens=4, adapter_cache_mb=0, max_model_len=1)
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    assert len(info.value.problems) == 4
+    assert ServeConfig().validate() == ServeConfig()
+
+
+def test_adapter_keys_file(tmp_path):
+    good = tmp_path / "keys.json"
+    good.write_text('{"a": ["k1", "k2"]}')
+    assert read_adapter_keys(str(good)) == {"a": ["k1", "k2"]}
+    assert read_adapter_keys(None) == {}
+    for text in ('{"a": "k1"}', "[1]", "{broken"):
+        good.write_text(text)
+        with pytest.raises(ConfigError):
+            read_adapter_keys(str(good))
+    with pytest.raises(ConfigError):
+        read_adapter_keys(str(tmp_path / "missing.json"))
