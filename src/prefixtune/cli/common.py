@@ -29,7 +29,8 @@ def add_model_flags(parser: argparse.ArgumentParser, *, adapter_required: bool =
         "--adapter",
         required=adapter_required,
         default="none",
-        help="adapter directory (as written by `prefixtune train`), or `none` for the bare model",
+        help="adapter directory (as written by `prefixtune train`), or `none` for the bare model"
+        + ("" if adapter_required else " (default: none)"),
     )
 
 

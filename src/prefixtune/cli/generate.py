@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("prompt", nargs="?", default="-", help="the prompt; `-` or omitted: read stdin")
-    add_model_flags(parser)
+    add_model_flags(parser, adapter_required=False)
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (with --temperature)")

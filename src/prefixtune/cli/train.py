@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         ("share of the model", f"{100 * result.trainable_parameters / result.total_parameters:.3f}%"),
         ("training examples", result.num_train_examples),
         ("steps", loop.steps),
-        ("time (s)", round(loop.seconds, 1)),
+        ("time (s)", f"{loop.seconds:.1f}"),
         ("final training loss", loop.final_loss if loop.final_loss is not None else "-"),
     ]
     if loop.base_metrics:
