@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -20,7 +21,18 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize("command", [m.rsplit(".", 1)[1] for m in SUBCOMMANDS])
+def _commands() -> list[str]:
+    from prefixtune.cli.main import build_parser
+
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+def test_every_registered_module_adds_a_command():
+    assert len(_commands()) == len(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_every_subcommand_has_help_with_examples(capsys, command):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
