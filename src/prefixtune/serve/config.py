@@ -41,7 +41,11 @@ class ServeConfig:
     max_num_batched_tokens: int = field(default=256, metadata=_help("Tokens computed per engine step."))
     max_waiting: int = field(default=256, metadata=_help("Queued requests before answering 429."))
     max_model_len: int | None = field(
-        default=None, metadata=_help("Context limit (prompt + max_tokens + prefix); default: the model's.")
+        default=None,
+        metadata=_help(
+            "Context limit (prompt + max_tokens + prefix); default: min(the model's, 2048). Every KV slot "
+            "preallocates this many positions."
+        ),
     )
     max_request_bytes: int = field(default=1 << 20, metadata=_help("Largest request body (413 above)."))
     request_timeout_s: float = field(default=600.0, metadata=_help("Cancel requests running longer (504)."))

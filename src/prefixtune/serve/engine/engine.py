@@ -45,7 +45,8 @@ class EngineConfig:
         max_num_seqs: requests running at once (KV slots).
         max_num_batched_tokens: tokens per step (decodes + prefill chunks).
         max_waiting: queued requests before 429.
-        max_model_len: context limit, prompt + max_tokens + m; None: the model's own limit.
+        max_model_len: context limit, prompt + max_tokens + m; None: min(the model's, 2048). Each of the
+            `max_num_seqs` slots preallocates this many positions in every layer.
     """
 
     model_name: str
@@ -228,10 +229,15 @@ class AsyncEngine:
         return await asyncio.wrap_future(self.core.call(fn))
 
 
+DEFAULT_MAX_MODEL_LEN = 2048  # every slot preallocates this many positions per layer: keep the default modest
+
+
 def _context_limit(model: nn.Module, configured: int | None) -> int:
+    """min(the model's position limit, the configured limit or DEFAULT_MAX_MODEL_LEN)."""
     config = model.config
-    own = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
-    return min(int(own), configured) if configured else min(int(own), 8192)
+    own = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    own = int(own) if isinstance(own, int) else DEFAULT_MAX_MODEL_LEN
+    return min(own, configured or DEFAULT_MAX_MODEL_LEN)
 
 
 def _eos_ids(model: nn.Module, tokenizer: Any) -> frozenset[int]:
