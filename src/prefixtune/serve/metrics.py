@@ -39,6 +39,7 @@ class ServeMetrics:
             "prefixtune_batch_size", "Requests computed per engine step", buckets=_BATCH_BUCKETS, registry=r
         )
         self.batch_size_max = Gauge("prefixtune_batch_size_max", "Largest step batch seen", registry=r)
+        self._largest_batch = 0
         self.step_adapters = Histogram(
             "prefixtune_step_distinct_adapters",
             "Distinct adapters (and base) per step",
@@ -54,7 +55,8 @@ class ServeMetrics:
     def observe_step(self, batch_size: int, distinct_adapters: int) -> None:
         self.batch_size.observe(batch_size)
         self.step_adapters.observe(distinct_adapters)
-        if batch_size > self.batch_size_max._value.get():
+        if batch_size > self._largest_batch:
+            self._largest_batch = batch_size
             self.batch_size_max.set(batch_size)
 
     def render(self) -> bytes:
