@@ -22,7 +22,7 @@ def test_models_lists_base_and_adapters_with_parent(client):
     assert getattr(models[BASE], "parent", None) is None
 
 
-@pytest.mark.parametrize("model", [BASE, "beta"])
+@pytest.mark.parametrize("model", [BASE, "alpha", "beta", "gamma"])
 def test_completion_equals_offline_greedy(client, adapter_root, model):
     prompt = "hello world"
     out = client.completions.create(model=model, prompt=prompt, max_tokens=6, temperature=0)
