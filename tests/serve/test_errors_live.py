@@ -94,9 +94,9 @@ def test_other_statuses(secured):
 
 
 def test_queue_full_is_429_and_timeout_is_504(adapter_root):
-    config = serve_config(adapter_root, max_num_seqs=1, max_waiting=1, request_timeout_s=0.3)
+    config = serve_config(adapter_root, max_num_seqs=1, max_waiting=1, request_timeout_s=0.1)
     live = LiveServer(config).start()
-    long = ok_body(max_tokens=200, ignore_eos=True)
+    long = ok_body(max_tokens=240, ignore_eos=True)  # ~240 engine steps: far longer than 0.1 s
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:

@@ -13,7 +13,7 @@ from tests.serve.conftest import BASE, LiveServer, serve_config
 def test_shutdown_finishes_in_flight_requests(adapter_root):
     live = LiveServer(serve_config(adapter_root)).start()
     results: dict[str, httpx.Response] = {}
-    body = {"max_tokens": 60, "temperature": 0, "ignore_eos": True, "prompt": "drain"}
+    body = {"max_tokens": 200, "temperature": 0, "ignore_eos": True, "prompt": "drain"}
 
     def call(key: str, model: str, stream: bool) -> None:
         results[key] = httpx.post(
@@ -27,13 +27,14 @@ def test_shutdown_finishes_in_flight_requests(adapter_root):
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while httpx.get(live.url + "/health").json()["running"] < 2 and time.monotonic() < deadline:
+    while httpx.get(live.url + "/health").json()["running"] < 2:
+        assert time.monotonic() < deadline, "the requests never ran together"
         time.sleep(0.01)
-    live.stop()
+    live.stop()  # while both are still generating
     for t in threads:
         t.join(30)
     assert results["whole"].status_code == 200
-    assert results["whole"].json()["usage"]["completion_tokens"] == 60
+    assert results["whole"].json()["usage"]["completion_tokens"] == 200
     assert results["stream"].status_code == 200
     assert results["stream"].text.rstrip().endswith("data: [DONE]")
     assert '"finish_reason":"length"' in results["stream"].text
