@@ -23,7 +23,10 @@ class ServeMetrics:
             "prefixtune_requests", "HTTP generation requests by endpoint and status", ["endpoint", "status"], registry=r
         )
         self.request_latency = Histogram(
-            "prefixtune_request_latency_seconds", "End-to-end request latency", buckets=_LATENCY_BUCKETS, registry=r
+            "prefixtune_request_latency_seconds",
+            "End-to-end latency of generation requests (streams: to the last event)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.time_to_first_token = Histogram(
             "prefixtune_time_to_first_token_seconds", "Arrival to first token", buckets=_LATENCY_BUCKETS, registry=r

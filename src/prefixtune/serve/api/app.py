@@ -65,6 +65,33 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestMetricsMiddleware:
+    """Counts generation requests by endpoint and status, and observes their latency (pure ASGI, so
+    streaming responses and disconnects pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in _GENERATION_PATHS:  # bounded label values
+            await self.app(scope, receive, send)
+            return
+        start, status = time.monotonic(), "499"
+
+        async def observing_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            self.metrics.requests.labels(path, status).inc()
+            self.metrics.request_latency.observe(time.monotonic() - start)
+
+
 def build_app(
     engine: Engine,
     settings: ApiSettings,
@@ -101,15 +128,6 @@ def build_app(
     for module in (routes_completions, routes_models, routes_health):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def observe(request, call_next):  # type: ignore[no-untyped-def]
-        if request.url.path not in _GENERATION_PATHS:  # bounded label values
-            return await call_next(request)
-        start = time.monotonic()
-        response = await call_next(request)
-        metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        metrics.request_latency.observe(time.monotonic() - start)
-        return response
-
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     return app
