@@ -154,3 +154,22 @@ def test_disconnect_while_waiting_for_a_whole_response_frees_the_slot(server):
 
     asyncio.run(leave_early())
     assert wait_for_idle(server)["free_slots"] == 8
+
+
+def test_a_failing_step_fails_its_requests_and_the_engine_keeps_serving(server):
+    runner = server.app.state.engine.core.runner
+    real = runner.execute
+
+    def broken(plan):
+        runner.execute = real  # fail once
+        raise RuntimeError("simulated device failure")
+
+    runner.execute = broken
+    try:
+        failed = httpx.post(server.url + "/v1/completions", json=ok_body(), timeout=60)
+    finally:
+        runner.execute = real
+    assert_error(failed, 503, "engine_error")
+    assert failed.headers["Retry-After"]
+    assert httpx.post(server.url + "/v1/completions", json=ok_body(), timeout=60).status_code == 200
+    assert wait_for_idle(server)["free_slots"] == 8

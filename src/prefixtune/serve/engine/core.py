@@ -20,7 +20,7 @@ from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
 from prefixtune.serve.engine.messages import FinishReason, GenerationOutput
 from prefixtune.serve.engine.request import Sequence
 from prefixtune.serve.engine.runner import ModelRunner
-from prefixtune.serve.engine.scheduler import Scheduler, SchedulerOutput
+from prefixtune.serve.engine.scheduler import Scheduler
 from prefixtune.serve.metrics import ServeMetrics
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ class EngineCore:
         return future
 
     @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def has_work(self) -> bool:
         with self.lock:
             return self.scheduler.has_work
@@ -99,32 +103,25 @@ class EngineCore:
     # ----- the loop ---------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._run_calls()
-            self._apply_aborts()
-            with self.lock:
-                plan = self.scheduler.schedule()
-                self.metrics.queue_depth.set(len(self.scheduler.waiting))
-                self.metrics.running.set(len(self.scheduler.running))
-            if plan.is_empty:
-                self._wake.wait(0.05)
-                self._wake.clear()
-                continue
-            self._step(plan)
-        with self.lock:
-            for seq in list(self.scheduler.running) + list(self.scheduler.waiting):
-                self.scheduler.abort(seq.request_id)
-                self._emit_final(seq, "", (), "abort")
+            try:
+                self._iterate()
+            except Exception:  # a bug or device failure must not kill the engine: fail what was running
+                logger.exception("engine step failed; aborting the running requests")
+                self._abort_all(waiting=False)
+        self._abort_all(waiting=True)
 
-    def _step(self, plan: SchedulerOutput) -> None:
-        try:
-            sampled = self.runner.execute(plan)
-        except Exception:  # a bug or device failure must not kill the engine: fail this step's requests
-            logger.exception("engine step failed; aborting its %d requests", len(plan.chunks))
-            with self.lock:
-                for chunk in plan.chunks:
-                    self.scheduler.finish(chunk.seq, "abort")
-                    self._emit_final(chunk.seq, "", (), "abort")
+    def _iterate(self) -> None:
+        self._run_calls()
+        self._apply_aborts()
+        with self.lock:
+            plan = self.scheduler.schedule()
+            self.metrics.queue_depth.set(len(self.scheduler.waiting))
+            self.metrics.running.set(len(self.scheduler.running))
+        if plan.is_empty:
+            self._wake.wait(0.05)
+            self._wake.clear()
             return
+        sampled = self.runner.execute(plan)
         self.metrics.observe_step(len(plan.chunks), len({c.seq.adapter_name for c in plan.chunks}))
         self.metrics.prompt_tokens.inc(sum(c.num_tokens for c in plan.prefills))
         with self.lock:
@@ -132,6 +129,13 @@ class EngineCore:
             for chunk in plan.chunks:
                 if chunk.seq.request_id in sampled:
                     self._process_token(chunk.seq, sampled[chunk.seq.request_id])
+
+    def _abort_all(self, *, waiting: bool) -> None:
+        with self.lock:
+            seqs = list(self.scheduler.running) + (list(self.scheduler.waiting) if waiting else [])
+            for seq in seqs:
+                self.scheduler.abort(seq.request_id)
+                self._emit_final(seq, "", (), "abort")
 
     def _process_token(self, seq: Sequence, token: int) -> None:
         now = time.monotonic()

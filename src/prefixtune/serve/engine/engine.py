@@ -198,7 +198,8 @@ class AsyncEngine:
     def stats(self) -> EngineStats:
         with self.core.lock:
             s = self.core.scheduler
-            return EngineStats(len(s.running), len(s.waiting), s.num_free_slots, self.is_accepting)
+            accepting = self.is_accepting and self.core.is_alive
+            return EngineStats(len(s.running), len(s.waiting), s.num_free_slots, accepting)
 
     # ----- internals --------------------------------------------------------------------------------
     def _validate(self, request: GenerationRequest, m: int) -> None:
