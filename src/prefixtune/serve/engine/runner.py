@@ -58,11 +58,16 @@ class ModelRunner:
             logits_to_keep=1,
         )
         logits = out.logits[:, -1]  # (B, V): every row's last real token is at T - 1
+        greedy = logits.argmax(-1).tolist()  # one device sync for every greedy row
         sampled = {}
         for r, chunk in enumerate(group):
-            if chunk.samples:
-                seq = chunk.seq
-                if "generator" not in seq.state:
-                    seq.state["generator"] = make_generator(seq.sampling)
-                sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state["generator"])
+            if not chunk.samples:
+                continue
+            seq = chunk.seq
+            if seq.sampling.is_greedy:
+                sampled[seq.request_id] = int(greedy[r])
+                continue
+            if "generator" not in seq.state:
+                seq.state["generator"] = make_generator(seq.sampling)
+            sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state["generator"])
         return sampled
