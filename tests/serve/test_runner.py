@@ -3,6 +3,7 @@ across adapters of different lengths and methods, chunked prefill, slot moves an
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import prefixtune as pt
@@ -65,6 +66,7 @@ def make_requests(prefixes: list, n: int, sampling: SamplingParams, seed: int = 
     return out
 
 
+@pytest.mark.parametrize("model_kind", ["gpt2", "llama", "qwen3"])
 def test_mixed_batches_equal_each_request_alone(model_kind):
     model = make_model(model_kind)
     prefixes = compiled_prefixes(model)
