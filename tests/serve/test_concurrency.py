@@ -106,3 +106,14 @@ async def test_evicted_adapters_are_recompiled_on_demand_under_traffic(server: L
     assert [r["choices"] for r in evicting] == [r["choices"] for r in cached]
     assert server.metric(metrics, "prefixtune_adapter_cache_evictions_total") > 0
     assert server.metric(metrics, "prefixtune_adapter_cache_misses_total") > 0
+
+
+async def test_seeded_sampling_together_equals_alone(server: LiveServer):
+    requests = [
+        r | {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "seed": 100 + i}
+        for i, r in enumerate(mixed_requests(12, seed=5))
+    ]
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        together = await asyncio.gather(*(complete(client, r) for r in requests))
+        alone = [await complete(client, r) for r in requests]
+    assert [r["choices"][0]["text"] for r in together] == [r["choices"][0]["text"] for r in alone]
