@@ -1,0 +1,194 @@
+"""Quality benchmark: our prefix / kv / prompt adapters vs PEFT prefix tuning and prompt tuning.
+
+    PYTHONPATH=src .venv/bin/python bench/quality.py --steps 100 --test-limit 500 --out bench/RESULTS-quality.md
+
+Same model (SmolLM2-135M-Instruct), same Rotten Tomatoes split, same batches (a pure function of seed and
+step), same optimizer (AdamW, linear decay with 6% warmup), same number of virtual tokens and steps; the
+learning rate is per method (the best of a small sweep, see --lrs). Accuracy is scored by forward passes
+only (log p of " positive" vs " negative" after the prompt), because PEFT's `generate` ignores prefix
+adapters with transformers 5.x (DESIGN.md §5). Reports test accuracy, trainable parameters, seconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import get_scheduler
+
+import prefixtune as pt
+from prefixtune.models import load_model
+from prefixtune.train.collate import Collator
+from prefixtune.train.data import encode_examples, encode_prompt, parse_records
+from prefixtune.train.datasets import builtin_format, load_records
+from prefixtune.train.loop import batch_rows
+from prefixtune.train.metrics import accuracy, score_options
+
+DEFAULT_LRS = {
+    "ours-prefix": [1e-3, 3e-3],
+    "ours-kv": [1e-3, 3e-3],
+    "ours-prompt": [3e-3, 1e-2],
+    "peft-prefix": [5e-3, 2e-2],
+    "peft-prompt": [3e-3, 1e-2],
+}
+# Each method starts from its best initialization: ours from the activations of this two-shot text (as
+# `make demo`), PEFT prompt tuning from the same text's embeddings (PromptTuningInit.TEXT); PEFT prefix tuning
+# offers only random initialization. m is the text's token count for every method.
+INIT_TEXT = (
+    "Review: an utterly charming and hilarious film.\nSentiment: positive\n"
+    "Review: a tedious, poorly acted mess.\nSentiment: negative\n"
+)
+
+
+@dataclass
+class Contender:
+    """A method under test: its trainable parameters, a training loss and a logits function."""
+
+    params: list[torch.nn.Parameter]
+    loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ours(method: str, m: int, seed: int) -> Contender:
+    model, tok = load_model("smollm2-135m")
+    config = pt.PrefixConfig(method=method, num_virtual_tokens=m, init="text", init_text=INIT_TEXT, seed=seed)
+    pm = pt.attach(model, config, tokenizer=tok)
+    return Contender(
+        params=pm.trainable_parameters(),
+        loss=lambda b: pm(**b, adapter_names=["default"] * b["input_ids"].shape[0]).loss,
+        logits=lambda ids, mask: pm(input_ids=ids, attention_mask=mask, adapter_names=["default"] * len(ids)).logits,
+    )
+
+
+def peft_method(method: str, m: int, seed: int) -> Contender:
+    from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    from prefixtune.models import BUILTIN_MODELS, cache_dir
+
+    torch.manual_seed(seed)
+    model, _ = load_model("smollm2-135m")
+    if method == "prefix":
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=m)
+    else:
+        local = cache_dir() / "models" / BUILTIN_MODELS["smollm2-135m"].cache_key  # the loader's cached copy
+        config = PromptTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=m,
+            prompt_tuning_init=PromptTuningInit.TEXT,
+            prompt_tuning_init_text=INIT_TEXT,
+            tokenizer_name_or_path=str(local),
+        )
+    peft_model = get_peft_model(model, config)
+    return Contender(
+        params=[p for p in peft_model.parameters() if p.requires_grad],
+        loss=lambda b: peft_model(**b).loss,
+        logits=lambda ids, mask: peft_model(input_ids=ids, attention_mask=mask).logits,
+    )
+
+
+BUILDERS: dict[str, Callable[[int, int], Contender]] = {
+    "ours-prefix": lambda m, s: ours("prefix", m, s),
+    "ours-kv": lambda m, s: ours("kv", m, s),
+    "ours-prompt": lambda m, s: ours("prompt", m, s),
+    "peft-prefix": lambda m, s: peft_method("prefix", m, s),
+    "peft-prompt": lambda m, s: peft_method("prompt", m, s),
+}
+
+
+def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
+    """Train one contender for `args.steps` steps and score it on the validation and test prompts."""
+    contender = BUILDERS[name](args.num_virtual_tokens, args.seed)
+    optimizer = torch.optim.AdamW(contender.params, lr=lr)
+    scheduler = get_scheduler("linear", optimizer, round(0.06 * args.steps), args.steps)
+    collate = Collator(data["pad"], "right")
+    start = time.perf_counter()
+    for step in range(args.steps):
+        rows = batch_rows(len(data["train"]), step, args.batch_size, args.seed, 0, 1)
+        loss = contender.loss(collate([data["train"][i] for i in rows]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(contender.params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = (time.perf_counter() - start) / args.steps
+    result = {"method": name, "lr": lr, "params": sum(p.numel() for p in contender.params), "s_per_step": seconds}
+    with torch.no_grad():
+        for split in ("validation", "test"):
+            scores = score_options(contender.logits, data[split]["prompts"], data["options"], pad_token_id=data["pad"])
+            predictions = [data["labels"][i] for i in scores.argmax(-1).tolist()]
+            result[split] = accuracy(predictions, data[split]["gold"])
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def load_data(args: argparse.Namespace) -> dict:
+    _, tok = load_model("smollm2-135m")
+    fmt = builtin_format("rotten-tomatoes")
+    train = parse_records(load_records("rotten-tomatoes", "train"), fmt, tok)
+    data = {"train": encode_examples(train, tok, 96, skips=None), "pad": tok.pad_token_id, "labels": fmt.labels}
+    data["options"] = [tok(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
+    for split, limit in (("validation", args.val_limit), ("test", args.test_limit)):
+        examples = parse_records(load_records("rotten-tomatoes", split, limit), fmt, tok)
+        data[split] = {"prompts": [encode_prompt(e, tok) for e in examples], "gold": [e.label for e in examples]}
+    return data
+
+
+def write_markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
+    best: dict[str, dict] = {}
+    for r in results:  # the learning rate is picked on validation accuracy, never on test
+        if r["method"] not in best or r["validation"] > best[r["method"]]["validation"]:
+            best[r["method"]] = r
+    lines = [
+        "# Quality benchmark: prefixtune vs PEFT (Rotten Tomatoes, SmolLM2-135M-Instruct, CPU)",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Initialization: ours from the activations of a two-shot text (init='text'), PEFT prompt tuning from "
+        "the same text (PromptTuningInit.TEXT), PEFT prefix tuning random (its only option).",
+        "",
+        f"Same split, batches, optimizer and schedule; m = {args.num_virtual_tokens} virtual tokens, "
+        f"{args.steps} steps of batch {args.batch_size}; learning rate chosen per method on validation "
+        f"({args.val_limit} examples); test = first {args.test_limit} of the held-out test split.",
+        "",
+        "| method | lr | trainable params | validation acc | test acc | s/step |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(best.values(), key=lambda r: -r["test"]):
+        lines.append(
+            f"| {r['method']} | {r['lr']:g} | {r['params']:,} | {r['validation']:.3f} | {r['test']:.3f} | "
+            f"{r['s_per_step']:.2f} |"
+        )
+    lines += ["", "All runs:", "", "```", *[json.dumps(r) for r in results], "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    parser.add_argument("--lrs", type=json.loads, default=DEFAULT_LRS, help="JSON: method -> list of lrs")
+    parser.add_argument("--num-virtual-tokens", type=int, default=30, help="m (default: the init text's 30 tokens)")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--val-limit", type=int, default=200)
+    parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the markdown report here")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    data = load_data(args)
+    results = [run_one(name, lr, args, data) for name in args.methods for lr in args.lrs[name]]
+    import sys
+
+    report = write_markdown(results, args, "PYTHONPATH=src .venv/bin/python bench/quality.py " + " ".join(sys.argv[1:]))
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
