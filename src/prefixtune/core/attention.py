@@ -127,20 +127,36 @@ def _split_attention(
 ) -> torch.Tensor:
     """One softmax over prefix and context scores without concatenating keys (decoding steps).
 
-    Query heads are grouped by the key/value head they share (grouped-query attention), so neither the
-    prefix nor the cache is repeated per query head.
+    The softmax is taken in two parts that share one maximum and one denominator, so neither the keys nor the
+    scores are concatenated. Query heads are grouped by the key/value head they share (grouped-query
+    attention), so neither the prefix nor the cache is repeated per query head.
     """
     B, H_q, T_q, D = query.shape
     H_kv = key.shape[1]
-    G = H_q // H_kv
-    M = pk.shape[2]
+    GT = (H_q // H_kv) * T_q
     scale = scaling if scaling is not None else D**-0.5
-    q = query.reshape(B, H_kv, G * T_q, D)  # head h = kv_head * G + g, as transformers' repeat_kv
-    scores_p = torch.matmul(q, pk.transpose(-1, -2).to(q.dtype))  # (B, H_kv, G*T_q, M)
-    scores_c = torch.matmul(q, key.transpose(-1, -2))  # (B, H_kv, G*T_q, T_kv)
-    scores = torch.cat([scores_p, scores_c], dim=-1).float() * scale
-    ctx = ctx_allowed[:, :, None].expand(B, 1, G, T_q, -1).reshape(B, 1, G * T_q, -1)
-    allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, G * T_q, M), ctx], dim=-1)
-    probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1).to(value.dtype)
-    out = torch.matmul(probs[..., :M], pv.to(value.dtype)) + torch.matmul(probs[..., M:], value)
+    q = query.reshape(B, H_kv, GT, D) * scale  # head h = kv_head * G + g, as transformers' repeat_kv
+    s_c = torch.matmul(q, key.transpose(-1, -2)).float()  # (B, H_kv, GT, T_kv)
+    s_p = _with_prefix(q, pk.to(q.dtype).transpose(-1, -2)).float()  # (B, H_kv, GT, M)
+    ctx = ctx_allowed[:, :, None].expand(B, 1, GT // T_q, T_q, -1).reshape(B, 1, GT, -1)
+    s_c = s_c.masked_fill_(~ctx, float("-inf"))
+    s_p = s_p.masked_fill_(~pvalid[:, None, None, :], float("-inf"))
+    top = torch.maximum(s_c.amax(-1, keepdim=True), s_p.amax(-1, keepdim=True))  # (B, H_kv, GT, 1)
+    e_c, e_p = (s_c - top).exp_(), (s_p - top).exp_()
+    denom = e_c.sum(-1, keepdim=True) + e_p.sum(-1, keepdim=True)
+    out = torch.matmul(e_c.to(value.dtype), value) + _with_prefix(e_p.to(value.dtype), pv.to(value.dtype))
+    out = (out / denom.to(out.dtype)).to(value.dtype)  # (B, H_kv, GT, D)
     return out.reshape(B, H_q, T_q, D).transpose(1, 2)  # (B, T_q, H_q, D)
+
+
+def _with_prefix(x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """x (B, H_kv, R, K) @ prefix (b, H_kv, K, N) -> (B, H_kv, R, N); b == 1 is shared by every row.
+
+    A shared prefix is multiplied as one (H_kv, B*R, K) @ (H_kv, K, N) product instead of being broadcast,
+    which would copy it once per row.
+    """
+    if prefix.shape[0] == x.shape[0]:
+        return torch.matmul(x, prefix)
+    B, H, R, K = x.shape
+    folded = x.transpose(0, 1).reshape(H, B * R, K)  # (H_kv, B*R, K)
+    return torch.matmul(folded, prefix[0]).view(H, B, R, -1).transpose(0, 1)
