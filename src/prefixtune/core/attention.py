@@ -5,11 +5,12 @@ real tokens' keys/values:
 
     out_i = softmax(q_i [K_prefix ; K]^T * scale + mask) [V_prefix ; V]
 
-Two ways to compute it, chosen by the query length:
+Two ways to compute it, chosen by the query length and who owns the cache:
 - many queries (training, evaluation, prefill): concatenate the prefix to the keys/values once and call the
   model's own attention implementation (sdpa or eager) with the mask widened by the prefix columns;
-- one query (a decoding step): score the prefix and the cache separately and take one softmax over both, so
-  the growing cache is never copied to attach the prefix (the DESIGN.md §5 pitfall with `DynamicCache`).
+- one query (a decoding step), or any step over an engine-owned cache (serving, chunked prefill): score the
+  prefix and the cache separately and take one softmax over both, so the growing cache is never copied to
+  attach the prefix (the DESIGN.md §5 pitfall with `DynamicCache`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def prefix_attention(
     B, _, T_q, _ = query.shape
     pk, pv, pvalid = prefix_batch.layer(layer, B)  # (b, H_kv, M, D), (b, H_kv, M, D), (B, M)
     ctx_allowed = _allowed(attention_mask, B, T_q, key.shape[2], query.device)  # (B, 1, T_q, T_kv) bool
-    if T_q == 1 and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
+    # One query (decoding) or an engine-owned cache (chunked prefill): never copy the cache to attach the prefix.
+    uses_store = prefix_batch.store is not None
+    if (T_q == 1 or uses_store) and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
         return _split_attention(query, key, value, pk, pv, pvalid, ctx_allowed, kwargs.get("scaling")), None
 
     M = pk.shape[2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -36,27 +37,43 @@ class KVCapture:
             raise _CaptureComplete
 
 
-@contextmanager
-def _replace_layer_inputs(model: nn.Module, layer_inputs: torch.Tensor) -> Iterator[None]:
-    """Make decoder layer l see `layer_inputs[:, l]` as its input hidden states. layer_inputs: (B, L, m, d)."""
+# The per-layer inputs of the capture run in progress, if any. A ContextVar (per thread, per asyncio task)
+# rather than hooks registered for the duration of a capture: the model may be shared with a serving engine
+# running forwards on another thread, and those must never see a capture's replacement.
+_LAYER_INPUTS: ContextVar[torch.Tensor | None] = ContextVar("prefixtune_layer_inputs", default=None)
+
+
+def _install_layer_input_hooks(model: nn.Module) -> None:
+    """Once per model: a pre-hook on every decoder layer that swaps in `_LAYER_INPUTS[:, l]` when set."""
+    if getattr(model, "_prefixtune_capture_hooks", False):
+        return
 
     def make_hook(idx: int):
         def hook(module, args, kwargs):
-            new = layer_inputs[:, idx]
+            inputs = _LAYER_INPUTS.get()
+            if inputs is None:
+                return None  # an ordinary forward: untouched
+            new = inputs[:, idx]
             if args:
                 return (new.to(args[0].dtype), *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": new.to(kwargs["hidden_states"].dtype)}
 
         return hook
 
-    handles = [
-        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(decoder_layers(model))
-    ]
+    for i, layer in enumerate(decoder_layers(model)):
+        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+    model._prefixtune_capture_hooks = True
+
+
+@contextmanager
+def _replace_layer_inputs(model: nn.Module, layer_inputs: torch.Tensor) -> Iterator[None]:
+    """Make decoder layer l see `layer_inputs[:, l]` as its input hidden states. layer_inputs: (B, L, m, d)."""
+    _install_layer_input_hooks(model)
+    token = _LAYER_INPUTS.set(layer_inputs)
     try:
         yield
     finally:
-        for h in handles:
-            h.remove()
+        _LAYER_INPUTS.reset(token)
 
 
 def capture_kv(

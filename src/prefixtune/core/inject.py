@@ -8,6 +8,7 @@ registered attention function (`core.attention.prefix_attention`); positions fol
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +61,8 @@ def prefix_forward(
     model: nn.Module,
     input_ids: torch.Tensor | None = None,
     *,
-    prefix_kvs: Sequence[PrefixKV | None],
+    prefix_kvs: Sequence[PrefixKV | None] | None = None,
+    prefix_batch: PrefixBatch | None = None,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     kv_store: KVStore | None = None,
@@ -73,6 +75,8 @@ def prefix_forward(
         model: a transformers causal LM (prefix-aware attention is installed on first use).
         input_ids: (B, T) token ids (or `inputs_embeds` (B, T, d)).
         prefix_kvs: one PrefixKV or None per row; rows may mix adapters and prefix lengths.
+        prefix_batch: instead of `prefix_kvs`, an already stacked batch (`PrefixBatch.build`), which an engine
+            can reuse across decoding steps while the batch's rows stay the same.
         attention_mask: (B, T), default all ones. Ignored with a `kv_store` (the store owns the mask).
         position_ids: (B, T); default m_row + (real tokens before). Required with a `kv_store`.
         kv_store: a caller-owned KV cache (serving); transformers' cache is then not used.
@@ -83,18 +87,22 @@ def prefix_forward(
     """
     ref = input_ids if input_ids is not None else inputs_embeds
     B, T = ref.shape[0], ref.shape[1]
+    if (prefix_kvs is None) == (prefix_batch is None):
+        raise ValueError("prefix_forward needs exactly one of prefix_kvs and prefix_batch")
+    if prefix_batch is None:
+        weight = model.get_input_embeddings().weight
+        prefix_batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype)
+    ensure_installed(model)
+    batch = dataclasses.replace(prefix_batch, store=kv_store)
     if kv_store is not None:
         if position_ids is None:
             raise ValueError("prefix_forward with a kv_store needs explicit position_ids")
-        ensure_installed(model)
-        weight = model.get_input_embeddings().weight
-        batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype, store=kv_store)
         kwargs.update(use_cache=False, attention_mask=None)
     else:
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=ref.device)
-        batch, default_positions = prepare_prefix_inputs(model, prefix_kvs, attention_mask)
-        position_ids = default_positions if position_ids is None else position_ids
+        if position_ids is None:
+            position_ids = shifted_position_ids(attention_mask, batch.lengths)
         kwargs["attention_mask"] = attention_mask
     return model(
         input_ids=input_ids,

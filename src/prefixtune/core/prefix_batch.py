@@ -31,6 +31,8 @@ class KVStore(Protocol):
 
         Returns:
             keys_all, values_all: (B, H_kv, T_kv, D); mask: (B, 1, T_new, T_kv) bool, True = may attend.
+            Every query row, padding rows included, must be allowed at least one key (a row with none
+            would give NaN in softmax); allowing a padding query its own position is enough.
         """
         ...
 
@@ -52,7 +54,7 @@ class PrefixBatch:
     lengths: torch.Tensor
     store: KVStore | None = None
     _expanded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict, repr=False
+        default_factory=dict, repr=False, compare=False
     )
 
     @property

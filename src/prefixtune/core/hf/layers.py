@@ -61,3 +61,13 @@ def attention_layer_index(model: nn.Module) -> dict[int, int]:
             if sub is not layer and hasattr(sub, "forward") and "Attention" in type(sub).__name__:
                 mapping[id(sub)] = idx
     return mapping
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The model's position limit (learned position tables or the trained RoPE range), None if not stated."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.core.hf.layers import max_positions
 from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.messages import (
@@ -235,9 +236,7 @@ DEFAULT_MAX_MODEL_LEN = 2048  # every slot preallocates this many positions per 
 
 def _context_limit(model: nn.Module, configured: int | None) -> int:
     """min(the model's position limit, the configured limit or DEFAULT_MAX_MODEL_LEN)."""
-    config = model.config
-    own = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    own = int(own) if isinstance(own, int) else DEFAULT_MAX_MODEL_LEN
+    own = max_positions(model) or DEFAULT_MAX_MODEL_LEN
     return min(own, configured or DEFAULT_MAX_MODEL_LEN)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prefixtune.core.inject import prefix_forward
+from prefixtune.core.inject import PrefixBatch, prefix_forward
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.sampling import make_generator, sample
 from prefixtune.serve.engine.scheduler import ScheduledChunk, SchedulerOutput
@@ -29,6 +29,9 @@ class ModelRunner:
         self.model = model
         self.store = store
         self.device = model.get_input_embeddings().weight.device
+        # The stacked prefixes of the last two groups (a step runs a decode group and a prefill group) and the
+        # PrefixKVs they were built from: steps usually keep the same rows, so stacking is not redone per step.
+        self._stacked: list[tuple[tuple, PrefixBatch]] = []
 
     @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> dict[str, int]:
@@ -39,6 +42,17 @@ class ModelRunner:
             if group:
                 sampled.update(self._run_group(group))
         return sampled
+
+    def _prefix_batch(self, prefixes: list) -> PrefixBatch:
+        """The stacked prefixes of these rows, reused while the rows' PrefixKV objects are the same ones."""
+        for previous, batch in self._stacked:
+            if len(previous) == len(prefixes) and all(a is b for a, b in zip(previous, prefixes, strict=True)):
+                return batch
+        weight = self.model.get_input_embeddings().weight
+        batch = PrefixBatch.build(prefixes, device=weight.device, dtype=weight.dtype)
+        # Holding the PrefixKVs keeps the identity checks valid (no id reuse after an eviction).
+        self._stacked = [*self._stacked[-1:], (tuple(prefixes), batch)]
+        return batch
 
     def _run_group(self, group: tuple[ScheduledChunk, ...]) -> dict[str, int]:
         lo = group[0].seq.slot
@@ -52,7 +66,7 @@ class ModelRunner:
         out = prefix_forward(
             self.model,
             input_ids,
-            prefix_kvs=[c.seq.prefix for c in group],
+            prefix_batch=self._prefix_batch([c.seq.prefix for c in group]),
             position_ids=position_ids,
             kv_store=view,
             logits_to_keep=1,
