@@ -3,16 +3,17 @@
 Every adapter (hidden-state prefix, kv prefix, soft prompt) compiles to a per-layer key/value prefix
 (`PrefixKV`), and one injection mechanism puts it into the model's attention for training, evaluation,
 generation and serving. See DESIGN.md and README.md.
+
+Names that need torch are imported on first use (PEP 562), so `import prefixtune`, the CLI's `--help` and the
+HTTP layer start without loading torch and transformers.
 """
 
 from __future__ import annotations
 
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core.fingerprint import fingerprint
-from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.core.reference import reference_logits
 from prefixtune.errors import (
     AdapterFormatError,
     AdapterNotFoundError,
@@ -23,8 +24,23 @@ from prefixtune.errors import (
     PrefixtuneError,
     UnsupportedModelError,
 )
-from prefixtune.prefix_model import PrefixModel, attach, load_adapter
 from prefixtune.version import __version__
+
+if TYPE_CHECKING:
+    from prefixtune.core.fingerprint import fingerprint
+    from prefixtune.core.prefix_kv import PrefixKV
+    from prefixtune.models import load_model
+    from prefixtune.prefix_model import PrefixModel, attach, load_adapter, reference_forward
+
+_LAZY = {
+    "PrefixKV": "prefixtune.core.prefix_kv",
+    "PrefixModel": "prefixtune.prefix_model",
+    "attach": "prefixtune.prefix_model",
+    "load_adapter": "prefixtune.prefix_model",
+    "reference_forward": "prefixtune.prefix_model",
+    "fingerprint": "prefixtune.core.fingerprint",
+    "load_model": "prefixtune.models",
+}
 
 __all__ = [
     "AdapterFormatError",
@@ -42,27 +58,19 @@ __all__ = [
     "attach",
     "fingerprint",
     "load_adapter",
+    "load_model",
     "reference_forward",
 ]
 
 
-def reference_forward(
-    pm: PrefixModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    *,
-    adapter_name: str | None = None,
-) -> torch.Tensor:
-    """Logits (B, n, V) of adapter `adapter_name` computed by the literal reference path (methods prefix, prompt).
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'prefixtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    The executable specification of DESIGN.md §1: tests prove the fast path equal to it.
-    """
-    config = pm.adapter_config(adapter_name)
-    adapter = pm.adapters[adapter_name or pm.active_adapter]
-    if config.method == "prefix":
-        return reference_logits(
-            pm.base_model, input_ids, attention_mask, layer_prefixes=pm.prefix_states(adapter_name)
-        )
-    if config.method == "prompt":
-        return reference_logits(pm.base_model, input_ids, attention_mask, prompt=adapter.prompt)
-    raise ConfigError(f"the reference path covers methods 'prefix' and 'prompt', not {config.method!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

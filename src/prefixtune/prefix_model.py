@@ -22,6 +22,7 @@ from prefixtune.core.hf import checkpointing
 from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core.reference import reference_logits
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
 from prefixtune.generation.generate import generate_with_prefixes
 from prefixtune.io.adapter_dir import check_shapes, save_adapter_dir
@@ -276,3 +277,23 @@ def load_adapter(
     pm = model if isinstance(model, PrefixModel) else PrefixModel(model, tokenizer=tokenizer)
     pm.load_adapter(path, adapter_name, check_fingerprint=check_fingerprint)
     return pm
+
+
+def reference_forward(
+    pm: PrefixModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    adapter_name: str | None = None,
+) -> torch.Tensor:
+    """Logits (B, n, V) of adapter `adapter_name` computed by the literal reference path (methods prefix, prompt).
+
+    The executable specification of DESIGN.md §1: tests prove the fast path equal to it.
+    """
+    config = pm.adapter_config(adapter_name)
+    adapter = pm.adapters[adapter_name or pm.active_adapter]
+    if config.method == "prefix":
+        return reference_logits(pm.base_model, input_ids, attention_mask, layer_prefixes=pm.prefix_states(adapter_name))
+    if config.method == "prompt":
+        return reference_logits(pm.base_model, input_ids, attention_mask, prompt=adapter.prompt)
+    raise ConfigError(f"the reference path covers methods 'prefix' and 'prompt', not {config.method!r}")

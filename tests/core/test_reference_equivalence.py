@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import prefixtune as pt
+from prefixtune.core.reference import reference_logits
 from tests.conftest import batch, make_model
 
 TOL = 1e-4
@@ -53,11 +54,13 @@ def test_eager_equals_sdpa(model_kind: str, method: str) -> None:
 
 def test_prefix_differs_from_prompt_tuning() -> None:
     # The two methods are distinct: the same vectors used as P^0 only (prompt) or as every layer's prefix.
+    # (Random init: with init="vocab", P^l for l >= 1 is exactly what the model computes from P^0, which is
+    # prompt tuning until training moves it; `doctor` reports such adapters as embedding-only.)
     model = make_model("llama")
-    pm = pt.attach(model, pt.PrefixConfig(method="prefix", num_virtual_tokens=3, seed=0))
+    pm = pt.attach(model, pt.PrefixConfig(method="prefix", num_virtual_tokens=3, init="random", seed=0))
     ids, mask = batch()
     P = pm.prefix_states().detach()
     with torch.no_grad():
         as_prefix = pm(input_ids=ids, attention_mask=mask).logits
-    as_prompt = pt.core.reference.reference_logits(model, ids, mask, prompt=P[0])
+    as_prompt = reference_logits(model, ids, mask, prompt=P[0])
     assert _max_diff(as_prefix, as_prompt, mask) > 1e-3

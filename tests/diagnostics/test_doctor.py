@@ -17,7 +17,9 @@ from tests.conftest import VOCAB, make_model
 
 
 def save(tmp_path: Path, method: str, kind: str = "llama", m: int = 4, model=None) -> Path:
-    pm = pt.attach(model or make_model(kind), pt.PrefixConfig(method=method, num_virtual_tokens=m, seed=0))
+    pm = pt.attach(
+        model or make_model(kind), pt.PrefixConfig(method=method, num_virtual_tokens=m, init="random", seed=0)
+    )
     return pm.save_adapter(tmp_path / method)
 
 

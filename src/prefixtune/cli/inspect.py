@@ -71,9 +71,9 @@ def per_layer_norms(tensors: dict[str, torch.Tensor]) -> list[float]:
 
 def describe(path: str) -> dict[str, Any]:
     """The adapter's description as a JSON-ready dict."""
-    from prefixtune.io.adapter_dir import read_adapter_dir
+    from prefixtune.io.peft_import import read_adapter_files
 
-    files = read_adapter_dir(path)
+    files = read_adapter_files(path)  # ours or a PEFT directory
     cfg = files.config
     raw = files.raw_config
     trained = {k: v for k, v in files.tensors.items() if not k.startswith("compiled")}

@@ -18,7 +18,8 @@ from torch import nn
 from prefixtune.core.fingerprint import compare
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import IncompatibleBaseModelError
-from prefixtune.io.adapter_dir import check_shapes, read_adapter_dir
+from prefixtune.io.adapter_dir import check_shapes
+from prefixtune.io.peft_import import read_adapter_files
 from prefixtune.parametrizations.registry import parametrization_class
 from prefixtune.prefix_model import PrefixModel
 from prefixtune.serve.registry import AdapterSpec
@@ -41,7 +42,7 @@ class PrefixAdapterCompiler:
 
     def inspect(self, path: Path) -> AdapterSpec:
         """Validate without compiling. Raises AdapterFormatError, IncompatibleBaseModelError."""
-        files = read_adapter_dir(path)
+        files = read_adapter_files(path)  # ours or a PEFT directory
         cls = parametrization_class(files.config.method)
         check_shapes(files, cls.expected_shapes(files.config, self.prefix_model.geometry))
         problems = compare(files.fingerprint, self.prefix_model.base_fingerprint())
@@ -54,7 +55,7 @@ class PrefixAdapterCompiler:
 
     def compile(self, path: Path) -> PrefixKV:
         """Load, compile, detach and drop the parametrization; only the PrefixKV stays."""
-        files = read_adapter_dir(path)
+        files = read_adapter_files(path)  # ours or a PEFT directory
         if files.compiled is not None and not compare(files.fingerprint, self.prefix_model.base_fingerprint()):
             return files.compiled.detach().to(device=self.device, dtype=self.dtype)  # saved pre-compiled
         with self._lock:
