@@ -76,7 +76,9 @@ def variants_training(m: int, ids: torch.Tensor, layers: int, width: int) -> dic
         model.train()
         pmodel = peft.get_peft_model(model, cfg)
         params = [p for p in pmodel.parameters() if p.requires_grad]
-        out[name] = train_step_fn(lambda i, lab, pmodel=pmodel: pmodel(input_ids=i, labels=lab).loss, params, ids, labels)
+        out[name] = train_step_fn(
+            lambda i, lab, pmodel=pmodel: pmodel(input_ids=i, labels=lab).loss, params, ids, labels
+        )
     return out
 
 
@@ -88,7 +90,10 @@ def variants_reference(m: int, ids: torch.Tensor, layers: int, width: int) -> di
         with torch.no_grad():
             pm(input_ids=ids, attention_mask=mask)
 
-    return {"compiled path (compile + forward)": compiled, "reference path (literal)": lambda: pt.reference_forward(pm, ids, mask)}
+    return {
+        "compiled path (compile + forward)": compiled,
+        "reference path (literal)": lambda: pt.reference_forward(pm, ids, mask),
+    }
 
 
 def variants_decoding(m: int, ids: torch.Tensor, layers: int, width: int, new: int) -> dict[str, Callable[[], None]]:
@@ -153,8 +158,10 @@ def main() -> None:
         md.append(table("Forward: literal reference path vs compiled path", ref, "compiled path (compile + forward)"))
         tok = {k: B * new / v for k, v in dec.items()}
         md += [
-            f"### Greedy decoding, batch {B}, {new} new tokens", "",
-            "| variant | median s | tokens/s | throughput vs bare |", "|---|---:|---:|---:|",
+            f"### Greedy decoding, batch {B}, {new} new tokens",
+            "",
+            "| variant | median s | tokens/s | throughput vs bare |",
+            "|---|---:|---:|---:|",
         ]
         for k, v in dec.items():
             md.append(f"| {k} | {v:.3f} | {tok[k]:.1f} | {tok[k] / tok['bare base model']:.3f} |")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from prefixtune.errors import ConfigError
 

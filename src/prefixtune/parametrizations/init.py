@@ -21,9 +21,7 @@ def generator(config: PrefixConfig, device: torch.device) -> torch.Generator | N
     return torch.Generator().manual_seed(config.seed)
 
 
-def random_normal(
-    shape: tuple[int, ...], std: float, config: PrefixConfig, like: torch.Tensor
-) -> torch.Tensor:
+def random_normal(shape: tuple[int, ...], std: float, config: PrefixConfig, like: torch.Tensor) -> torch.Tensor:
     """N(0, std^2) of `shape` on `like`'s device and dtype."""
     out = torch.randn(shape, generator=generator(config, like.device)) * std
     return out.to(device=like.device, dtype=like.dtype)

@@ -49,9 +49,7 @@ class KVPrefix(Parametrization):
             if config.init == "random":
                 table = random_normal((m, geometry.hidden_size), embedding_scale(model), config, like)
             else:
-                table = (
-                    model.get_input_embeddings()(init_token_ids(config, model, tokenizer))[0].detach().float()
-                )
+                table = model.get_input_embeddings()(init_token_ids(config, model, tokenizer))[0].detach().float()
             return cls(config, geometry, reparam=ReparamMLP(table, config.reparam_hidden, out))
         # "vocab" and "text" start from real keys/values; "random" draws noise at their per-layer scale.
         probe = config if config.init != "random" else config.replace(init="vocab")
