@@ -25,7 +25,7 @@ from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.core.reference import reference_logits
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
 from prefixtune.generation.generate import generate_with_prefixes
-from prefixtune.io.adapter_dir import check_shapes, save_adapter_dir
+from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, save_adapter_dir
 from prefixtune.io.peft_import import read_adapter_files
 from prefixtune.parametrizations import Parametrization, build_parametrization, parametrization_class
 
@@ -195,15 +195,7 @@ class PrefixModel(nn.Module):
         files = read_adapter_files(path)
         name = name or Path(path).name
         self._check_new_name(name)
-        cls = parametrization_class(files.config.method)
-        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
-        if check_fingerprint:
-            problems = compare(files.fingerprint, self.base_fingerprint())
-            if problems:
-                raise IncompatibleBaseModelError(
-                    f"{path}: adapter does not match this base model: {'; '.join(problems)}. "
-                    "Use the base model it was trained on (or check_fingerprint=False to override)."
-                )
+        cls = self.check_adapter_files(files, check_fingerprint=check_fingerprint)
         device = self.base_model.get_input_embeddings().weight.device
         adapter = cls.from_folded(files.config, self.geometry, files.tensors).to(device)
         self._insert(name, adapter, files.metadata)
@@ -215,6 +207,23 @@ class PrefixModel(nn.Module):
             path,
         )
         return name
+
+    def check_adapter_files(self, files: AdapterFiles, *, check_fingerprint: bool = True) -> type[Parametrization]:
+        """Validate read adapter files against this base model; return the parametrization class to build.
+
+        Raises:
+            AdapterFormatError: shapes that do not fit. IncompatibleBaseModelError: made for another base model.
+        """
+        cls = parametrization_class(files.config.method)
+        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
+        if check_fingerprint:
+            problems = compare(files.fingerprint, self.base_fingerprint())
+            if problems:
+                raise IncompatibleBaseModelError(
+                    f"{files.path}: adapter does not match this base model: {'; '.join(problems)}. "
+                    "Use the base model it was trained on (or check_fingerprint=False to override)."
+                )
+        return cls
 
     # ----- internals ------------------------------------------------------------------------------------
     def _insert(self, name: str, adapter: Parametrization, metadata: dict[str, Any]) -> None:

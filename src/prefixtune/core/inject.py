@@ -20,7 +20,14 @@ from prefixtune.core.positions import shifted_position_ids
 from prefixtune.core.prefix_batch import KVStore, PrefixBatch
 from prefixtune.core.prefix_kv import PrefixKV
 
-__all__ = ["KVStore", "PrefixBatch", "ensure_installed", "prefix_forward", "prepare_prefix_inputs"]
+__all__ = [
+    "KVStore",
+    "PrefixBatch",
+    "build_prefix_batch",
+    "ensure_installed",
+    "prefix_forward",
+    "prepare_prefix_inputs",
+]
 
 
 def ensure_installed(model: nn.Module) -> None:
@@ -29,14 +36,24 @@ def ensure_installed(model: nn.Module) -> None:
         install(model)
 
 
+def build_prefix_batch(model: nn.Module, prefix_kvs: Sequence[PrefixKV | None]) -> PrefixBatch:
+    """Stack one PrefixKV (or None) per row on the model's device and dtype, after checking them.
+
+    The one place where prefixes are validated and stacked, for forward, generate and engines (which may keep
+    the result across steps and pass it to `prefix_forward(prefix_batch=...)`).
+    """
+    ensure_installed(model)
+    for kv in prefix_kvs:
+        if kv is not None and kv.position_convention != "shifted":
+            raise ValueError(f"position convention {kv.position_convention!r} is not supported")
+    weight = model.get_input_embeddings().weight
+    return PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype)
+
+
 def prepare_prefix_inputs(
-    model: nn.Module,
-    prefix_kvs: Sequence[PrefixKV | None],
-    attention_mask: torch.Tensor,
-    *,
-    kv_store: KVStore | None = None,
+    model: nn.Module, prefix_kvs: Sequence[PrefixKV | None], attention_mask: torch.Tensor
 ) -> tuple[PrefixBatch, torch.Tensor]:
-    """The `prefix_batch` kwarg and the position ids for a batch (used by forward and generate).
+    """The stacked prefixes and the position ids for a batch (used by `generate`).
 
     Args:
         model: the base model (sets device and dtype of the stacked prefix).
@@ -46,15 +63,14 @@ def prepare_prefix_inputs(
     Returns:
         (prefix_batch, position_ids (B, T)).
     """
-    ensure_installed(model)
-    if len(prefix_kvs) != attention_mask.shape[0]:
-        raise ValueError(f"got {len(prefix_kvs)} prefixes for a batch of {attention_mask.shape[0]} rows")
-    for kv in prefix_kvs:
-        if kv is not None and kv.position_convention != "shifted":
-            raise ValueError(f"position convention {kv.position_convention!r} is not supported")
-    weight = model.get_input_embeddings().weight
-    batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype, store=kv_store)
+    batch = build_prefix_batch(model, prefix_kvs)
+    _check_rows(batch, attention_mask.shape[0])
     return batch, shifted_position_ids(attention_mask, batch.lengths)
+
+
+def _check_rows(batch: PrefixBatch, batch_size: int) -> None:
+    if batch.batch_size != batch_size:
+        raise ValueError(f"got {batch.batch_size} prefixes for a batch of {batch_size} rows")
 
 
 def prefix_forward(
@@ -90,9 +106,9 @@ def prefix_forward(
     if (prefix_kvs is None) == (prefix_batch is None):
         raise ValueError("prefix_forward needs exactly one of prefix_kvs and prefix_batch")
     if prefix_batch is None:
-        weight = model.get_input_embeddings().weight
-        prefix_batch = PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype)
+        prefix_batch = build_prefix_batch(model, prefix_kvs)
     ensure_installed(model)
+    _check_rows(prefix_batch, B)
     batch = dataclasses.replace(prefix_batch, store=kv_store)
     if kv_store is not None:
         if position_ids is None:

@@ -1,26 +1,19 @@
 """`PrefixAdapterCompiler`: reads adapter directories and compiles them to `PrefixKV` with the core API.
 
-Uses one `PrefixModel` over the served base model: load the directory under a temporary name (validating
-files, shapes and the base-model fingerprint), compile, detach, remove. Compiling runs the frozen model
-(and, for method "prefix", hooks its layers), so `compile` must not run concurrently with the engine's
-forward passes: the engine runs it on its own thread, between steps.
+Validation (files, shapes, base-model fingerprint) is `PrefixModel.check_adapter_files`, the same as
+offline loading; the parametrization is built from the folded tensors, compiled and dropped. The engine runs
+`compile` on its own thread, between steps.
 """
 
 from __future__ import annotations
 
-import itertools
-import threading
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from prefixtune.core.fingerprint import compare
 from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.errors import IncompatibleBaseModelError
-from prefixtune.io.adapter_dir import check_shapes
 from prefixtune.io.peft_import import read_adapter_files
-from prefixtune.parametrizations.registry import parametrization_class
 from prefixtune.prefix_model import PrefixModel
 from prefixtune.serve.registry import AdapterSpec
 
@@ -37,33 +30,20 @@ class PrefixAdapterCompiler:
         self.prefix_model = PrefixModel(model)
         self.device = model.get_input_embeddings().weight.device
         self.dtype = dtype or model.get_input_embeddings().weight.dtype
-        self._lock = threading.Lock()
-        self._counter = itertools.count()
 
     def inspect(self, path: Path) -> AdapterSpec:
         """Validate without compiling. Raises AdapterFormatError, IncompatibleBaseModelError."""
         files = read_adapter_files(path)  # ours or a PEFT directory
-        cls = parametrization_class(files.config.method)
-        check_shapes(files, cls.expected_shapes(files.config, self.prefix_model.geometry))
-        problems = compare(files.fingerprint, self.prefix_model.base_fingerprint())
-        if problems:
-            raise IncompatibleBaseModelError(
-                f"{path}: adapter does not match the served base model: {'; '.join(problems)}. "
-                "Serve it with the base model it was trained on."
-            )
+        self.prefix_model.check_adapter_files(files)
         return AdapterSpec(method=files.config.method, num_virtual_tokens=files.config.num_virtual_tokens)
 
     def compile(self, path: Path) -> PrefixKV:
-        """Load, compile, detach and drop the parametrization; only the PrefixKV stays."""
+        """Read and validate once, compile, detach; the parametrization is not kept."""
         files = read_adapter_files(path)  # ours or a PEFT directory
-        if files.compiled is not None and not compare(files.fingerprint, self.prefix_model.base_fingerprint()):
+        cls = self.prefix_model.check_adapter_files(files)
+        if files.compiled is not None:
             return files.compiled.detach().to(device=self.device, dtype=self.dtype)  # saved pre-compiled
-        with self._lock:
-            name = f"serve-{next(self._counter)}"
-            self.prefix_model.load_adapter(path, name)
-            try:
-                with torch.no_grad():
-                    kv = self.prefix_model.compile(name).detach()
-            finally:
-                self.prefix_model.remove_adapter(name)
+        adapter = cls.from_folded(files.config, self.prefix_model.geometry, files.tensors).to(self.device)
+        with torch.no_grad():
+            kv = adapter.compile(self.prefix_model.base_model, self.prefix_model.base_fingerprint()).detach()
         return kv.to(device=self.device, dtype=self.dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prefixtune.core.inject import PrefixBatch, prefix_forward
+from prefixtune.core.inject import PrefixBatch, build_prefix_batch, prefix_forward
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.sampling import make_generator, sample
 from prefixtune.serve.engine.scheduler import ScheduledChunk, SchedulerOutput
@@ -48,8 +48,7 @@ class ModelRunner:
         for previous, batch in self._stacked:
             if len(previous) == len(prefixes) and all(a is b for a, b in zip(previous, prefixes, strict=True)):
                 return batch
-        weight = self.model.get_input_embeddings().weight
-        batch = PrefixBatch.build(prefixes, device=weight.device, dtype=weight.dtype)
+        batch = build_prefix_batch(self.model, prefixes)
         # Holding the PrefixKVs keeps the identity checks valid (no id reuse after an eviction).
         self._stacked = [*self._stacked[-1:], (tuple(prefixes), batch)]
         return batch
