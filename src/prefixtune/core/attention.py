@@ -74,25 +74,34 @@ def prefix_attention(
     if kv_capture is not None:
         kv_capture.record(layer, key, value)
     if prefix_batch is not None and prefix_batch.store is not None:
-        key, value, attention_mask = prefix_batch.store.update(layer, key, value)
-        if mask_is_additive:
+        key, value, attention_mask = prefix_batch.store.update(layer, key, value)  # a bool mask
+        if prefix_batch.is_empty and mask_is_additive:
             attention_mask = _to_additive(attention_mask, query.dtype)
     if prefix_batch is None or prefix_batch.is_empty:
         return base_fn(module, query, key, value, attention_mask, **kwargs)
 
     B, _, T_q, _ = query.shape
+    T_kv = key.shape[2]
     pk, pv, pvalid = prefix_batch.layer(layer, B)  # (b, H_kv, M, D), (b, H_kv, M, D), (B, M)
-    ctx_allowed = _allowed(attention_mask, B, T_q, key.shape[2], query.device)  # (B, 1, T_q, T_kv) bool
     # One query (decoding) or an engine-owned cache (chunked prefill): never copy the cache to attach the prefix.
     uses_store = prefix_batch.store is not None
     if (T_q == 1 or uses_store) and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
-        return _split_attention(query, key, value, pk, pv, pvalid, ctx_allowed, kwargs.get("scaling")), None
+        group = query.shape[1] // key.shape[1]
+        bias = prefix_batch.memo(
+            ("split", B, T_q, T_kv, group),
+            attention_mask,
+            lambda: _split_bias(pvalid, _allowed(attention_mask, B, T_q, T_kv, query.device), group),
+        )
+        return _split_attention(query, key, value, pk, pv, bias, kwargs.get("scaling")), None
 
-    M = pk.shape[2]
-    prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, M)  # (B, 1, T_q, M)
-    mask = torch.cat([prefix_allowed, ctx_allowed], dim=-1)  # (B, 1, T_q, M + T_kv)
-    if mask_is_additive:
-        mask = _to_additive(mask, query.dtype)
+    def widened_mask() -> torch.Tensor:
+        prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, pvalid.shape[1])  # (B, 1, T_q, M)
+        ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device)  # (B, 1, T_q, T_kv)
+        mask = torch.cat([prefix_allowed, ctx_allowed], dim=-1)  # (B, 1, T_q, M + T_kv)
+        return _to_additive(mask, query.dtype) if mask_is_additive else mask
+
+    # Every layer of a forward gets the same mask object, so the widened mask is built once per forward.
+    mask = prefix_batch.memo(("cat", B, T_q, T_kv, mask_is_additive, query.dtype), attention_mask, widened_mask)
     key = torch.cat([pk.expand(B, -1, -1, -1).to(key.dtype), key], dim=2)  # (B, H_kv, M + T_kv, D)
     value = torch.cat([pv.expand(B, -1, -1, -1).to(value.dtype), value], dim=2)
     return base_fn(module, query, key, value, mask, **kwargs)
@@ -118,37 +127,51 @@ def _to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
+def _split_bias(pvalid: torch.Tensor, ctx_allowed: torch.Tensor, group: int) -> torch.Tensor:
+    """The additive fp32 score bias of `_split_attention`: (B, 1, 1 or G * T_q, M + T_kv), 0 = may attend.
+
+    Score rows are ordered (query head within its key/value group, query position); with one query position
+    the bias is the same for every head of a group and broadcasts.
+    """
+    B, _, T_q, _ = ctx_allowed.shape
+    M = pvalid.shape[1]
+    allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, T_q, M), ctx_allowed], dim=-1)  # (B,1,T_q,M+T_kv)
+    if T_q > 1 and group > 1:
+        allowed = allowed[:, :, None].expand(B, 1, group, T_q, -1).reshape(B, 1, group * T_q, -1)
+    return _to_additive(allowed, torch.float32)
+
+
 def _split_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     pk: torch.Tensor,
     pv: torch.Tensor,
-    pvalid: torch.Tensor,
-    ctx_allowed: torch.Tensor,
+    bias: torch.Tensor,
     scaling: float | None,
 ) -> torch.Tensor:
-    """One softmax over prefix and context scores without concatenating keys (decoding steps).
+    """Attention over [prefix ; context] without concatenating keys or values (decoding steps).
 
-    The softmax is taken in two parts that share one maximum and one denominator, so neither the keys nor the
-    scores are concatenated. Query heads are grouped by the key/value head they share (grouped-query
-    attention), so neither the prefix nor the cache is repeated per query head.
+    Only the scores are joined (O(T_kv) numbers per query, not O(T_kv * D)): one softmax over [prefix scores ;
+    context scores], then the probabilities are split again to weight the prefix values and the cache values.
+    Query heads are grouped by the key/value head they share (grouped-query attention), so neither the prefix
+    nor the cache is repeated per query head.
+
+    Args:
+        query: (B, H_q, T_q, D). key, value: (B, H_kv, T_kv, D). pk, pv: (b, H_kv, M, D), b in {1, B}.
+        bias: from `_split_bias`, 0 where a query may attend and the fp32 minimum elsewhere.
+        scaling: the model's attention scale (default D ** -0.5).
+
+    Returns:
+        (B, T_q, H_q, D).
     """
     B, H_q, T_q, D = query.shape
-    H_kv = key.shape[1]
-    GT = (H_q // H_kv) * T_q
+    H_kv, M = key.shape[1], pk.shape[2]
     scale = scaling if scaling is not None else D**-0.5
-    q = query.reshape(B, H_kv, GT, D) * scale  # head h = kv_head * G + g, as transformers' repeat_kv
-    s_c = torch.matmul(q, key.transpose(-1, -2)).float()  # (B, H_kv, GT, T_kv)
-    s_p = _with_prefix(q, pk.to(q.dtype).transpose(-1, -2)).float()  # (B, H_kv, GT, M)
-    ctx = ctx_allowed[:, :, None].expand(B, 1, GT // T_q, T_q, -1).reshape(B, 1, GT, -1)
-    s_c = s_c.masked_fill_(~ctx, float("-inf"))
-    s_p = s_p.masked_fill_(~pvalid[:, None, None, :], float("-inf"))
-    top = torch.maximum(s_c.amax(-1, keepdim=True), s_p.amax(-1, keepdim=True))  # (B, H_kv, GT, 1)
-    e_c, e_p = (s_c - top).exp_(), (s_p - top).exp_()
-    denom = e_c.sum(-1, keepdim=True) + e_p.sum(-1, keepdim=True)
-    out = torch.matmul(e_c.to(value.dtype), value) + _with_prefix(e_p.to(value.dtype), pv.to(value.dtype))
-    out = (out / denom.to(out.dtype)).to(value.dtype)  # (B, H_kv, GT, D)
+    q = query.reshape(B, H_kv, -1, D)  # (B, H_kv, G * T_q, D); head h = kv_head * G + g, as transformers' repeat_kv
+    scores = torch.cat([_with_prefix(q, pk.to(q.dtype).transpose(-1, -2)), torch.matmul(q, key.transpose(-1, -2))], -1)
+    probs = torch.softmax(torch.add(bias, scores.float(), alpha=scale), dim=-1).to(value.dtype)  # fp32 softmax
+    out = _with_prefix(probs[..., :M], pv.to(value.dtype)) + torch.matmul(probs[..., M:], value)  # (B, H_kv, GT, D)
     return out.reshape(B, H_q, T_q, D).transpose(1, 2)  # (B, T_q, H_q, D)
 
 

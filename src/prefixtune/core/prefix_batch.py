@@ -6,7 +6,7 @@ Rows may use different adapters with different m, or none. Row r's prefix occupi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -56,6 +56,8 @@ class PrefixBatch:
     _expanded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # One derived mask, keyed by the transformers mask object it came from (see `memo`); not shared by copies.
+    _memo: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def is_empty(self) -> bool:
@@ -104,6 +106,20 @@ class PrefixBatch:
             keys.append(k.to(device=device, dtype=dtype))
             values.append(v.to(device=device, dtype=dtype))
         return cls(tuple(keys), tuple(values), valid, lengths, store)
+
+    def memo(self, key: tuple, mask: torch.Tensor | None, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`build()`, reused while the same `mask` object and `key` come back.
+
+        transformers hands every layer of one forward the same mask object, so what attention derives from it
+        (the mask widened by the prefix columns) is built once per forward instead of once per layer. The
+        memo holds the mask itself, so an identity match can never be a recycled object.
+        """
+        hit = self._memo  # read once: a racing writer can only cause a rebuild
+        if hit is not None and hit[0] is mask and hit[1] == key:
+            return hit[2]
+        out = build()
+        self._memo = (mask, key, out)
+        return out
 
     def layer(self, layer_idx: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Keys (b, H_kv, M, D), values and valid (batch_size, M) for one layer, for a query batch.
