@@ -9,6 +9,7 @@ right after the last layer's keys/values are recorded.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,17 +25,31 @@ class _CaptureComplete(Exception):
     """Raised by the last layer's attention to end a capture run early (internal control flow)."""
 
 
-class KVCapture:
-    """Collects one (key, value) pair per layer during a capture run."""
+class _LayerComplete(Exception):
+    """Raised by a layer's attention once its keys/values are recorded, when the rest of the layer is not needed."""
 
-    def __init__(self, num_layers: int) -> None:
+
+class KVCapture:
+    """Collects one (key, value) pair per layer during a capture run.
+
+    Args:
+        num_layers: L.
+        layer_only: the layers' outputs are not needed (every layer's input is replaced, method "prefix"), so
+            each layer stops right after its attention's keys/values are recorded: the attention product, output
+            projection and MLP over the prefix positions are skipped.
+    """
+
+    def __init__(self, num_layers: int, layer_only: bool = False) -> None:
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
+        self.layer_only = layer_only
 
     def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         self.keys[layer], self.values[layer] = key, value
         if layer == len(self.keys) - 1:
             raise _CaptureComplete
+        if self.layer_only:
+            raise _LayerComplete
 
 
 # The per-layer inputs of the capture run in progress, if any. A ContextVar (per thread, per asyncio task)
@@ -44,7 +59,8 @@ _LAYER_INPUTS: ContextVar[torch.Tensor | None] = ContextVar("prefixtune_layer_in
 
 
 def _install_layer_input_hooks(model: nn.Module) -> None:
-    """Once per model: a pre-hook on every decoder layer that swaps in `_LAYER_INPUTS[:, l]` when set."""
+    """Once per model: a pre-hook on every decoder layer that swaps in `_LAYER_INPUTS[:, l]` when set, and a
+    wrapper around its forward that ends the layer early on `_LayerComplete` (its output is replaced anyway)."""
     if getattr(model, "_prefixtune_capture_hooks", False):
         return
 
@@ -62,7 +78,19 @@ def _install_layer_input_hooks(model: nn.Module) -> None:
 
     for i, layer in enumerate(decoder_layers(model)):
         layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
+        # Bound methods (not closures), so that copy.deepcopy of the model rebinds them to the copy's layers.
+        layer._prefixtune_forward = layer.forward  # the class's forward, or a wrapper already in place
+        layer.forward = types.MethodType(_forward_ending_early, layer)
     model._prefixtune_capture_hooks = True
+
+
+def _forward_ending_early(layer: nn.Module, *args, **kwargs):
+    """A decoder layer's forward that a capture may end once the layer's keys/values are recorded."""
+    try:
+        return layer._prefixtune_forward(*args, **kwargs)
+    except _LayerComplete:
+        # The next layer's pre-hook replaces this output; returning the input keeps the model's loop going.
+        return args[0] if args else kwargs["hidden_states"]
 
 
 @contextmanager
@@ -102,7 +130,7 @@ def capture_kv(
         raise ValueError("capture_kv needs inputs_embeds or input_ids")
     if layer_inputs is not None and inputs_embeds is None and input_ids is None:
         raise ValueError("capture_kv needs inputs of the right length with layer_inputs")
-    capture = KVCapture(L)
+    capture = KVCapture(L, layer_only=layer_inputs is not None)
     position_ids = torch.arange(T, device=device)[None]
     kwargs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     try:
