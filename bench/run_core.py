@@ -2,7 +2,9 @@
 
 Side by side in one process, GPT-2-small shape (12 layers, d=768, random weights), batch 8 x 128 tokens,
 m in {16, 64}. Every variant is timed round-robin (one repetition of each in turn) so machine noise hits them
-alike; the table reports medians after warm-up and ratios to the floor.
+alike. The tables give medians after warm-up and two ratios to the floor: the ratio of the medians, and the
+median over rounds of the ratio within a round (adjacent timings share the machine's load, so this one is
+less disturbed by other processes on a shared machine).
 
     .venv/bin/python bench/run_core.py            # writes bench/RESULTS-core.md and bench/results-core.json
     .venv/bin/python bench/run_core.py --quick    # a smaller smoke run (not for the table)
@@ -109,30 +111,44 @@ def variants_decoding(m: int, ids: torch.Tensor, layers: int, width: int, new: i
     }
 
 
-def measure(variants: dict[str, Callable[[], None]], reps: int, warmup: int) -> dict[str, float]:
+def measure(variants: dict[str, Callable[[], None]], reps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per repetition of every variant, timed round-robin so machine noise hits them alike."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(reps):
-        for name, fn in variants.items():  # round-robin: noise hits every variant alike
+        for name, fn in variants.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def table(title: str, medians: dict[str, float], floor: str, unit: str = "s") -> str:
-    lines = [f"### {title}", "", f"| variant | median {unit} | ratio to {floor} |", "|---|---:|---:|"]
-    for name, t in medians.items():
-        lines.append(f"| {name} | {t:.4f} | {t / medians[floor]:.3f} |")
+def round_ratio(times: dict[str, list[float]], name: str, floor: str) -> float:
+    """Median over rounds of (variant / floor) within the same round: robust to slow drifts in machine load."""
+    return statistics.median(t / f for t, f in zip(times[name], times[floor], strict=True))
+
+
+def table(title: str, times: dict[str, list[float]], floor: str) -> str:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [
+        f"### {title}",
+        "",
+        f"Ratios are to the {floor} row: of the medians, and the median of the per-round ratios.",
+        "",
+        "| variant | median s | ratio of medians | per-round ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, t in med.items():
+        lines.append(f"| {name} | {t:.4f} | {t / med[floor]:.3f} | {round_ratio(times, name, floor):.3f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, 2 reps (smoke test, not for the table)")
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
     layers, width, B, T, new = (12, 768, 8, 128, 64) if not args.quick else (2, 128, 2, 16, 4)
     reps, warmup = (args.reps, 1) if not args.quick else (2, 1)
@@ -156,15 +172,19 @@ def main() -> None:
         md += [f"## m = {m}", ""]
         md.append(table("Training step (forward + backward + optimizer step)", train, "base (floor)"))
         md.append(table("Forward: literal reference path vs compiled path", ref, "compiled path (compile + forward)"))
-        tok = {k: B * new / v for k, v in dec.items()}
+        bare = "bare base model"
         md += [
             f"### Greedy decoding, batch {B}, {new} new tokens",
             "",
-            "| variant | median s | tokens/s | throughput vs bare |",
-            "|---|---:|---:|---:|",
+            "| variant | median s | tokens/s | throughput vs bare (of medians) | throughput vs bare (per round) |",
+            "|---|---:|---:|---:|---:|",
         ]
         for k, v in dec.items():
-            md.append(f"| {k} | {v:.3f} | {tok[k]:.1f} | {tok[k] / tok['bare base model']:.3f} |")
+            t = statistics.median(v)
+            md.append(
+                f"| {k} | {t:.3f} | {B * new / t:.1f} | {statistics.median(dec[bare]) / t:.3f} "
+                f"| {1 / round_ratio(dec, k, bare):.3f} |"
+            )
         md.append("")
     if not args.quick:
         (HERE / "RESULTS-core.md").write_text("\n".join(md) + "\n")
