@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
 
 CHARS = "abcdefghij XYZ\ufffd"
@@ -46,3 +48,52 @@ def test_incomplete_character_is_held_until_complete():
     assert d.add(ids("a")[0]) == "a"
     assert d.add(CHARS.index("\ufffd")) == ""
     assert d.flush() == "\ufffd"
+
+
+def _trained_tokenizer(kind: str):
+    """A real `tokenizers` tokenizer trained here: byte-level BPE (GPT-2 style) or Metaspace (SentencePiece style)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>" if kind == "metaspace" else None))
+    if kind == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        alphabet = []
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, special_tokens=["<unk>"])
+    tok.train_from_iterator([CORPUS] * 20, trainer)
+    return tok
+
+
+CORPUS = "The café serves crème brûlée, 日本語のテキスト and emoji 🙂🚀 to everyone. Ünïcödé  spaces\tand\nlines. "
+
+
+@pytest.mark.parametrize("kind", ["bytelevel", "metaspace"])
+def test_real_tokenizer_deltas_equal_a_full_decode_and_decode_windows_stay_short(kind):
+    tok = _trained_tokenizer(kind)
+    token_ids = tok.encode(CORPUS * 20).ids
+    windows = []
+
+    def decode(ids):
+        windows.append(len(ids))
+        return tok.decode(ids)
+
+    d = IncrementalDetokenizer(decode)
+    out = "".join(d.add(t) for t in token_ids) + d.flush()
+    assert out == tok.decode(token_ids)
+    assert len(token_ids) > 200 and max(windows) <= 12  # never the whole output: linear, not quadratic
+
+
+def test_stop_string_across_multibyte_tokens_with_a_real_tokenizer():
+    tok = _trained_tokenizer("bytelevel")
+    token_ids = tok.encode(CORPUS).ids
+    d = IncrementalDetokenizer(tok.decode, ("🚀",))
+    out = ""
+    for t in token_ids:
+        out += d.add(t)
+        if d.is_stopped:
+            break
+    assert d.is_stopped and out == tok.decode(token_ids).split("🚀")[0]
