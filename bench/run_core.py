@@ -1,4 +1,4 @@
-"""Core benchmark (issue 2): training step, reference vs compiled path, greedy decoding.
+"""Core benchmark (issue 2): training step (and its compile part), reference vs compiled path, greedy decoding.
 
 Side by side in one process, GPT-2-small shape (12 layers, d=768, random weights), batch 8 x 128 tokens,
 m in {16, 64}. Every variant is timed round-robin (one repetition of each in turn) so machine noise hits them
@@ -84,6 +84,22 @@ def variants_training(m: int, ids: torch.Tensor, layers: int, width: int) -> dic
     return out
 
 
+def variants_compile(m: int, layers: int, width: int) -> dict[str, Callable[[], None]]:
+    """Compiling alone, forward and backward: the per-step cost a method adds before the batch runs."""
+    out: dict[str, Callable[[], None]] = {}
+    for method in ("prefix", "kv", "prompt"):
+        model = gpt2_small(layers, width)
+        model.train()
+        pm = pt.attach(model, pt.PrefixConfig(method=method, num_virtual_tokens=m, seed=0))
+
+        def compile_and_backward(pm=pm) -> None:
+            kv = pm.compile()
+            torch.autograd.backward([*kv.keys, *kv.values], [torch.ones_like(t) for t in (*kv.keys, *kv.values)])
+
+        out[f"prefixtune {method}"] = compile_and_backward
+    return out
+
+
 def variants_reference(m: int, ids: torch.Tensor, layers: int, width: int) -> dict[str, Callable[[], None]]:
     pm = pt.attach(gpt2_small(layers, width), pt.PrefixConfig(method="prefix", num_virtual_tokens=m, seed=0))
     mask = torch.ones_like(ids)
@@ -166,11 +182,24 @@ def main() -> None:
     ]
     for m in (16, 64):
         train = measure(variants_training(m, ids, layers, width), reps, warmup)
+        comp = measure(variants_compile(m, layers, width), reps, warmup)
         ref = measure(variants_reference(m, ids, layers, width), reps, warmup)
         dec = measure(variants_decoding(m, ids, layers, width, new), reps, warmup)
-        results[f"m={m}"] = {"train_step_s": train, "forward_s": ref, "generate_s": dec}
+        results[f"m={m}"] = {"train_step_s": train, "compile_s": comp, "forward_s": ref, "generate_s": dec}
         md += [f"## m = {m}", ""]
         md.append(table("Training step (forward + backward + optimizer step)", train, "base (floor)"))
+        floor_step = statistics.median(train["base (floor)"])
+        md += [
+            "### Compiling alone (forward + backward), the part of a training step spent before the batch runs",
+            "",
+            "| method | median ms | share of the floor's step |",
+            "|---|---:|---:|",
+            *(
+                f"| {k} | {1000 * statistics.median(v):.1f} | {statistics.median(v) / floor_step:.3f} |"
+                for k, v in comp.items()
+            ),
+            "",
+        ]
         md.append(table("Forward: literal reference path vs compiled path", ref, "compiled path (compile + forward)"))
         bare = "bare base model"
         md += [
