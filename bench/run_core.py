@@ -215,6 +215,7 @@ def main() -> None:
                 f"| {1 / round_ratio(dec, k, bare):.3f} |"
             )
         md.append("")
+    md.append("How to read these numbers, and the targets they are held against: `bench/README.md`.")
     if not args.quick:
         (HERE / "RESULTS-core.md").write_text("\n".join(md) + "\n")
         (HERE / "results-core.json").write_text(json.dumps(results, indent=2) + "\n")
