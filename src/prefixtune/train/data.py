@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefixtune.errors import DataError
 from prefixtune.train.formats import Example, TaskFormat, detect_kind, parse_record
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +117,12 @@ def parse_records(
     records: Iterable[Record], fmt: TaskFormat, tokenizer: Any, skips: SkipReport | None = None
 ) -> list[Example]:
     """Parse records; with `skips` given, invalid ones are counted there instead of raising."""
-    out = []
-    for source, value in records:
-        try:
-            out.append(parse_record(value, fmt, source, tokenizer))
-        except DataError as exc:
-            if skips is None:
-                raise
-            skips.add(str(exc))
-    if not out:
-        raise DataError("no valid records left" + (f" ({skips.summary()})" if skips and skips.count else ""))
-    return out
+
+    def parse(record: Record) -> Example:
+        source, value = record
+        return parse_record(value, fmt, source, tokenizer)
+
+    return _keep_valid(records, parse, skips, "no valid records left")
 
 
 def encode_example(example: Example, tokenizer: Any, max_length: int | None = None) -> Encoded:
@@ -157,16 +154,23 @@ def encode_examples(
     examples: Iterable[Example], tokenizer: Any, max_length: int | None, skips: SkipReport | None = None
 ) -> list[Encoded]:
     """Encode many examples; with `skips`, over-long ones are counted there instead of raising."""
+    return _keep_valid(examples, lambda e: encode_example(e, tokenizer, max_length), skips, "no records fit")
+
+
+def _keep_valid(
+    items: Iterable[Any], convert: Callable[[Any], T], skips: SkipReport | None, nothing_left: str
+) -> list[T]:
+    """`convert` every item; a DataError raises, or with `skips` is counted there. Raises if none is left."""
     out = []
-    for example in examples:
+    for item in items:
         try:
-            out.append(encode_example(example, tokenizer, max_length))
+            out.append(convert(item))
         except DataError as exc:
             if skips is None:
                 raise
             skips.add(str(exc))
     if not out:
-        raise DataError("no records fit" + (f" ({skips.summary()})" if skips and skips.count else ""))
+        raise DataError(nothing_left + (f" ({skips.summary()})" if skips and skips.count else ""))
     return out
 
 
