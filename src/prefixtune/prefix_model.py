@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ class PrefixModel(nn.Module):
         self._metadata: dict[str, dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
         self.active_adapter: str | None = None
+        # Inside `compile_once`: adapter name -> (compiled prefix in the graph, its detached copy used by forwards)
+        self._compiled_once: dict[str, tuple[PrefixKV, PrefixKV]] | None = None
 
     # ----- adapters -------------------------------------------------------------------------------------
     @property
@@ -158,8 +161,58 @@ class PrefixModel(nn.Module):
             adapter_names = [self.active_adapter] * batch_size
         if len(adapter_names) != batch_size:
             raise ConfigError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch_size} rows")
-        compiled = {name: self.compile(name) for name in dict.fromkeys(adapter_names) if name is not None}
+        compiled = {name: self._compiled(name) for name in dict.fromkeys(adapter_names) if name is not None}
         return [None if name is None else compiled[name] for name in adapter_names]
+
+    @contextmanager
+    def compile_once(self) -> Iterator[None]:
+        """Compile each adapter once for every forward and backward pass inside (gradient accumulation).
+
+        Compiling runs the frozen layers over the prefix at batch 1 for every forward; with k micro-batches per
+        optimizer step that is paid k times. Inside this block, forwards that need gradients share one
+        compiled prefix per adapter, cut from the graph, whose gradients accumulate over the backward passes;
+        leaving the block without an error runs one backward through the compile into the adapter parameters.
+        The gradients equal compiling per pass (up to float rounding), except that dropout inside the frozen
+        model, if any, draws one mask for the whole block. On an error, nothing reaches the parameters.
+
+        Example:
+            with pm.compile_once():
+                for batch in micro_batches:
+                    (pm(**batch).loss / len(micro_batches)).backward()
+            optimizer.step()
+        """
+        if self._compiled_once is not None:
+            raise RuntimeError("compile_once blocks do not nest")
+        self._compiled_once = {}
+        try:
+            yield
+        except BaseException:
+            self._compiled_once = None
+            raise
+        shared, self._compiled_once = self._compiled_once, None
+        outputs, grads = [], []
+        for in_graph, used in shared.values():
+            for out, leaf in zip((*in_graph.keys, *in_graph.values), (*used.keys, *used.values), strict=True):
+                if leaf.grad is not None:
+                    outputs.append(out)
+                    grads.append(leaf.grad)
+        if outputs:
+            torch.autograd.backward(outputs, grads)
+
+    def _compiled(self, name: str) -> PrefixKV:
+        """`compile(name)`, or inside `compile_once` the block's shared copy when gradients are recorded."""
+        if self._compiled_once is None or not torch.is_grad_enabled():
+            return self.compile(name)
+        key = self._resolve(name)
+        if key not in self._compiled_once:
+            in_graph = self.compile(key)
+            if not in_graph.keys[0].requires_grad:  # nothing to carry back (e.g. a frozen adapter)
+                return in_graph
+            used = in_graph.detach()
+            for t in (*used.keys, *used.values):
+                t.requires_grad_(True)
+            self._compiled_once[key] = (in_graph, used)
+        return self._compiled_once[key][1]
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute layer activations in backward. Non-reentrant, so gradients reach the prefixes."""

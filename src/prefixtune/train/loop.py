@@ -145,15 +145,19 @@ class Trainer:
         """One optimizer step over `grad_accum` micro-batches; returns (mean loss, real tokens)."""
         acc, cfg = self.accelerator, self.config
         total_loss, tokens = 0.0, 0
-        for a in range(cfg.grad_accum):
-            batch = self._micro_batch(self.state.step * cfg.grad_accum + a)
-            names = [self.name] * batch["input_ids"].shape[0]
-            sync = acc.no_sync(self.model) if a < cfg.grad_accum - 1 else nullcontext()
-            with sync, acc.autocast():
-                loss = self.model(**batch, adapter_names=names).loss
-                acc.backward(loss / cfg.grad_accum)
-            total_loss += loss.detach().float().item() / cfg.grad_accum
-            tokens += int(batch["attention_mask"].sum())
+        # Compile the adapter once per optimizer step rather than once per micro-batch. Not with several
+        # processes: DDP expects the parameters' gradients inside the last micro-batch's backward.
+        once = self.pm.compile_once() if cfg.grad_accum > 1 and acc.num_processes == 1 else nullcontext()
+        with once:
+            for a in range(cfg.grad_accum):
+                batch = self._micro_batch(self.state.step * cfg.grad_accum + a)
+                names = [self.name] * batch["input_ids"].shape[0]
+                sync = acc.no_sync(self.model) if a < cfg.grad_accum - 1 else nullcontext()
+                with sync, acc.autocast():
+                    loss = self.model(**batch, adapter_names=names).loss
+                    acc.backward(loss / cfg.grad_accum)
+                total_loss += loss.detach().float().item() / cfg.grad_accum
+                tokens += int(batch["attention_mask"].sum())
         if cfg.max_grad_norm is not None:
             acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
