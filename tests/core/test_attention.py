@@ -35,7 +35,7 @@ def test_split_attention_equals_softmax_over_the_concatenation(T_q: int, shared:
     ctx_mask[..., -T_q:] &= torch.ones(T_q, T_q, dtype=torch.bool).tril()  # causal among the new queries
     ctx = _allowed(ctx_mask, B, T_q, T_kv, query.device)
 
-    got = _split_attention(query, key, value, pk, pv, _split_bias(pvalid, ctx, H_q // H_kv), None)
+    got = _split_attention(query, key, value, pk, pv, _split_bias(pvalid, ctx), None)
 
     allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, T_q, M), ctx], dim=-1)
     want = explicit_attention(query, key, value, pk, pv, allowed)

@@ -86,11 +86,10 @@ def prefix_attention(
     # One query (decoding) or an engine-owned cache (chunked prefill): never copy the cache to attach the prefix.
     uses_store = prefix_batch.store is not None
     if (T_q == 1 or uses_store) and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
-        group = query.shape[1] // key.shape[1]
         bias = prefix_batch.memo(
-            ("split", B, T_q, T_kv, group),
+            ("split", B, T_q, T_kv),
             attention_mask,
-            lambda: _split_bias(pvalid, _allowed(attention_mask, B, T_q, T_kv, query.device), group),
+            lambda: _split_bias(pvalid, _allowed(attention_mask, B, T_q, T_kv, query.device)),
         )
         return _split_attention(query, key, value, pk, pv, bias, kwargs.get("scaling")), None
 
@@ -127,18 +126,15 @@ def _to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def _split_bias(pvalid: torch.Tensor, ctx_allowed: torch.Tensor, group: int) -> torch.Tensor:
-    """The additive fp32 score bias of `_split_attention`: (B, 1, 1 or G * T_q, M + T_kv), 0 = may attend.
+def _split_bias(pvalid: torch.Tensor, ctx_allowed: torch.Tensor) -> torch.Tensor:
+    """The additive fp32 score bias of `_split_attention`: (B, 1, 1, T_q, M + T_kv), 0 = may attend.
 
-    Score rows are ordered (query head within its key/value group, query position); with one query position
-    the bias is the same for every head of a group and broadcasts.
+    It broadcasts over key/value heads and over the query heads that share one (the two singleton dims).
     """
     B, _, T_q, _ = ctx_allowed.shape
     M = pvalid.shape[1]
     allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, T_q, M), ctx_allowed], dim=-1)  # (B,1,T_q,M+T_kv)
-    if T_q > 1 and group > 1:
-        allowed = allowed[:, :, None].expand(B, 1, group, T_q, -1).reshape(B, 1, group * T_q, -1)
-    return _to_additive(allowed, torch.float32)
+    return _to_additive(allowed[:, :, None], torch.float32)
 
 
 def _split_attention(
@@ -166,11 +162,12 @@ def _split_attention(
         (B, T_q, H_q, D).
     """
     B, H_q, T_q, D = query.shape
-    H_kv, M = key.shape[1], pk.shape[2]
+    H_kv, T_kv, M = key.shape[1], key.shape[2], pk.shape[2]
     scale = scaling if scaling is not None else D**-0.5
     q = query.reshape(B, H_kv, -1, D)  # (B, H_kv, G * T_q, D); head h = kv_head * G + g, as transformers' repeat_kv
     scores = torch.cat([_with_prefix(q, pk.to(q.dtype).transpose(-1, -2)), torch.matmul(q, key.transpose(-1, -2))], -1)
-    probs = torch.softmax(torch.add(bias, scores.float(), alpha=scale), dim=-1).to(value.dtype)  # fp32 softmax
+    scores = scores.float().view(B, H_kv, H_q // H_kv, T_q, -1)  # (B, H_kv, G, T_q, M + T_kv): the bias broadcasts
+    probs = torch.softmax(torch.add(bias, scores, alpha=scale), dim=-1).to(value.dtype).view(B, H_kv, -1, M + T_kv)
     out = _with_prefix(probs[..., :M], pv.to(value.dtype)) + torch.matmul(probs[..., M:], value)  # (B, H_kv, GT, D)
     return out.reshape(B, H_q, T_q, D).transpose(1, 2)  # (B, T_q, H_q, D)
 
