@@ -50,7 +50,7 @@ for s in seqs:
     sched.add(s)
 while any(len(s.output_token_ids) < T for s in seqs):
     plan = sched.schedule()
-    sched.update(plan, runner.execute(plan))
+    sched.update(plan, runner.execute(plan).sampled)
 ours = [s.output_token_ids[:T] for s in seqs]
 
 

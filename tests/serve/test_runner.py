@@ -39,7 +39,7 @@ def run_engine(model, requests: list[Sequence], slots: int, budget: int) -> dict
     while scheduler.has_work:
         plan = scheduler.schedule()
         max_batch = max(max_batch, len(plan.chunks))
-        scheduler.update(plan, runner.execute(plan))
+        scheduler.update(plan, runner.execute(plan).sampled)
         for s in list(scheduler.running):
             if len(s.output_token_ids) >= s.sampling.max_tokens:
                 scheduler.finish(s, "length")
@@ -87,7 +87,7 @@ def test_seeded_sampling_does_not_depend_on_the_batch():
         scheduler.add(r)
         while len(r.output_token_ids) < 6:
             plan = scheduler.schedule()
-            scheduler.update(plan, runner.execute(plan))
+            scheduler.update(plan, runner.execute(plan).sampled)
         assert r.output_token_ids == together[f"r{i}"]
 
 

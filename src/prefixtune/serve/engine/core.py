@@ -2,7 +2,12 @@
 
 Each iteration: run queued calls (adapter compiles: they use the model, so they run here, between steps),
 apply aborts, plan a step, run it, then turn sampled tokens into outputs (detokenize, stop strings, EOS,
-max_tokens). The scheduler is touched only under `lock`, so other threads may `add` requests; everything
+max_tokens).
+
+Logprobs follow tokens, not text: every generated token's output carries its logprobs, also when its text is
+held back (an incomplete character, a possible stop string) or cut (the token that completes a stop string
+is the last one reported, as OpenAI and vLLM do). Prompt logprobs gathered over prefill chunks go out with
+the request's first output. The scheduler is touched only under `lock`, so other threads may `add` requests; everything
 else crosses threads through `call` / `abort` and the `emit` callback.
 """
 
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
-from prefixtune.serve.engine.messages import FinishReason, GenerationOutput
+from prefixtune.serve.engine.messages import FinishReason, GenerationOutput, TokenLogprobs
 from prefixtune.serve.engine.request import Sequence
 from prefixtune.serve.engine.runner import ModelRunner
 from prefixtune.serve.engine.scheduler import Scheduler
@@ -121,14 +126,17 @@ class EngineCore:
             self._wake.wait(0.05)
             self._wake.clear()
             return
-        sampled = self.runner.execute(plan)
+        step = self.runner.execute(plan)
         self.metrics.observe_step(len(plan.chunks), len({c.seq.adapter_name for c in plan.chunks}))
         self.metrics.prompt_tokens.inc(sum(c.num_tokens for c in plan.prefills))
         with self.lock:
-            self.scheduler.update(plan, sampled)
+            self.scheduler.update(plan, step.sampled)
             for chunk in plan.chunks:
-                if chunk.seq.request_id in sampled:
-                    self._process_token(chunk.seq, sampled[chunk.seq.request_id])
+                request_id = chunk.seq.request_id
+                if request_id in step.prompt_logprobs:
+                    chunk.seq.state.setdefault("prompt_logprobs", []).extend(step.prompt_logprobs[request_id])
+                if request_id in step.sampled:
+                    self._process_token(chunk.seq, step.sampled[request_id], step.logprobs.get(request_id))
 
     def _abort_all(self, *, waiting: bool) -> None:
         with self.lock:
@@ -137,7 +145,7 @@ class EngineCore:
                 self.scheduler.abort(seq.request_id)
                 self._emit_final(seq, "", (), "abort")
 
-    def _process_token(self, seq: Sequence, token: int) -> None:
+    def _process_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None) -> None:
         now = time.monotonic()
         last = seq.state.get("last_token_time")
         if last is None:
@@ -157,17 +165,33 @@ class EngineCore:
                 reason = "stop"
             elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_len:
                 text, reason = text + detok.flush(), "length"
+        found = (logprobs,) if logprobs is not None else ()
         if reason is None:
-            self._send(seq, text, (token,), None)
+            self._send(seq, text, (token,), None, found)
         else:
             self.scheduler.finish(seq, reason)
-            self._emit_final(seq, text, (token,), reason)
+            self._emit_final(seq, text, (token,), reason, found)
 
-    def _emit_final(self, seq: Sequence, text: str, tokens: tuple[int, ...], reason: FinishReason) -> None:
+    def _emit_final(
+        self,
+        seq: Sequence,
+        text: str,
+        tokens: tuple[int, ...],
+        reason: FinishReason,
+        logprobs: tuple[TokenLogprobs, ...] = (),
+    ) -> None:
         seq.finish_reason = reason
-        self._send(seq, text, tokens, reason)
+        self._send(seq, text, tokens, reason, logprobs)
 
-    def _send(self, seq: Sequence, text: str, tokens: tuple[int, ...], reason: FinishReason | None) -> None:
+    def _send(
+        self,
+        seq: Sequence,
+        text: str,
+        tokens: tuple[int, ...],
+        reason: FinishReason | None,
+        logprobs: tuple[TokenLogprobs, ...] = (),
+    ) -> None:
+        prompt = seq.state.pop("prompt_logprobs", None)  # gathered over the prefill chunks: first output only
         self.emit(
             GenerationOutput(
                 request_id=seq.request_id,
@@ -176,6 +200,8 @@ class EngineCore:
                 finish_reason=reason,
                 num_prompt_tokens=seq.num_prompt_tokens,
                 num_generated_tokens=len(seq.output_token_ids),
+                logprobs=logprobs if seq.sampling.logprobs is not None else None,
+                prompt_logprobs=(None, *prompt) if prompt is not None else None,
             )
         )
 

@@ -121,6 +121,7 @@ class AsyncEngine:
             metrics=metrics,
         )
         registry.run_compile = self._run_on_engine_thread
+        self._token_strings: dict[int, str] = {}  # id -> the token decoded alone; bounded by the vocabulary
         self._queues: dict[str, asyncio.Queue[GenerationOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.is_accepting = False
@@ -156,6 +157,15 @@ class AsyncEngine:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        missing = {t for t in token_ids if t not in self._token_strings}
+        for t in missing:  # special tokens kept: an end-of-sequence token shows as itself, not as ""
+            self._token_strings[t] = self.tokenizer.decode([t], skip_special_tokens=False)
+        return [self._token_strings[t] for t in token_ids]
 
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
         messages = [{"role": t.role, "content": t.content} for t in turns]
@@ -212,6 +222,10 @@ class AsyncEngine:
             raise InvalidRequestError(
                 f"prompt token ids {bad[:5]} are outside the vocabulary (0..{self._vocab_size - 1})"
             )
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(request.sampling, name)
+            if k is not None and not 0 <= k <= self._vocab_size:
+                raise InvalidRequestError(f"{name}={k} must be in 0..{self._vocab_size} (the vocabulary size)")
         if n + max_tokens + m > self._max_len:
             raise ContextLengthError(
                 f"this model's context is {self._max_len} tokens; the request needs {n + max_tokens + m} "

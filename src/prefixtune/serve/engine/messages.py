@@ -23,6 +23,10 @@ class SamplingParams:
         stop: strings that end generation; the stop string is not returned.
         seed: seed of the request's own random generator (None: drawn at random).
         ignore_eos: keep generating past the end-of-sequence token.
+        logprobs: None, or k: report each generated token's log-probability and the k most likely tokens at
+            its position (log_softmax of the raw logits in fp32, before temperature, top-k and top-p).
+        prompt_logprobs: None, or k: the same for every prompt token after the first (needs the logits of
+            every prompt position, computed for this request only).
     """
 
     max_tokens: int = 16
@@ -32,6 +36,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
 
     @property
     def is_greedy(self) -> bool:
@@ -56,6 +62,22 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """The log-probabilities at one position of a sequence.
+
+    Attributes:
+        token_id: the token at this position (sampled, or the prompt's).
+        logprob: its log-probability under the model's next-token distribution.
+        top: the k most likely tokens as (token id, log-probability), most likely first; `token_id` may be
+            missing from it.
+    """
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationOutput:
     """An increment of one request's output (streamed; the last one has a `finish_reason`).
 
@@ -66,6 +88,10 @@ class GenerationOutput:
         finish_reason: None while running; "stop" (EOS or stop string), "length" or "abort" at the end.
         num_prompt_tokens: prompt length in tokens.
         num_generated_tokens: tokens generated so far.
+        logprobs: with `SamplingParams.logprobs`, one entry per `token_ids` entry (also for tokens whose text
+            is held back or cut by a stop string); else None.
+        prompt_logprobs: with `SamplingParams.prompt_logprobs`, in the request's first output only: one entry
+            per prompt token, the first None (nothing predicts it); else None.
     """
 
     request_id: str
@@ -74,6 +100,8 @@ class GenerationOutput:
     finish_reason: FinishReason | None
     num_prompt_tokens: int
     num_generated_tokens: int
+    logprobs: tuple[TokenLogprobs, ...] | None = None
+    prompt_logprobs: tuple[TokenLogprobs | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

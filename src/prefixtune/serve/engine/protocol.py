@@ -43,6 +43,15 @@ class Engine(Protocol):
         """Tokenize a prompt (adds the tokenizer's special tokens)."""
         ...
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """The text of token ids, as completions are decoded (special tokens skipped)."""
+        ...
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        """Each token decoded alone (special tokens kept), for logprobs; the strings of a sequence may not
+        concatenate to its text (a multi-byte character split over tokens, a tokenizer's leading space)."""
+        ...
+
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
         """The prompt text of a chat, ending with the assistant's turn opened."""
         ...
