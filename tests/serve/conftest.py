@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
@@ -143,3 +144,27 @@ def greedy_reference(adapter_dir: Path | None, prompt_ids: list[int], max_tokens
         out.append(token)
         ids.append(token)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_model(adapter_dir: Path | None) -> tuple[torch.nn.Module, object]:
+    model = served_model()
+    kv = None
+    if adapter_dir is not None:
+        with torch.no_grad():
+            kv = pt.load_adapter(model, adapter_dir, adapter_name="ref").compile("ref").detach()
+    return model, kv
+
+
+def reference_logprobs(adapter_dir: Path | None, ids: list[int]) -> torch.Tensor:
+    """(len(ids), V): log_softmax of one no-cache forward through the core with the adapter's compiled prefix,
+    on a fresh model; row p scores token p + 1."""
+    model, kv = _reference_model(adapter_dir)
+    with torch.no_grad():
+        return prefix_forward(model, torch.tensor([ids]), prefix_kvs=[kv]).logits[0].float().log_softmax(-1)
+
+
+def greedy_tokens(adapter_dir: Path | None, prompt_ids: list[int], max_tokens: int, eos: int = 2) -> list[int]:
+    """The tokens a greedy request generates and reports: `greedy_reference`, plus the EOS token if it ended."""
+    out = greedy_reference(adapter_dir, prompt_ids, max_tokens, eos)
+    return [*out, eos] if len(out) < max_tokens else out

@@ -54,6 +54,12 @@ class FakeEngine:
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return "".join(chr(t) for t in token_ids)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [chr(t) for t in token_ids]
+
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
         return "".join(f"{t.role}:{t.content}\n" for t in turns)
 
@@ -108,6 +114,31 @@ def test_completion_converts_the_request_at_the_edge(client, engine):
     (request,) = engine.submitted
     assert request.adapter_name == "a" and request.prompt_token_ids == (104, 105)
     assert request.sampling.stop == ("x",) and request.sampling.seed == 3 and request.sampling.max_tokens == 5
+
+
+def test_choices_prompts_and_logprobs_convert_at_the_edge(client, engine):
+    body = {"model": "a", "prompt": ["hi", "yo"], "n": 2, "seed": 5, "logprobs": 3, "echo": True}
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    choices = response.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]  # prompt index * n + j
+    assert [c["text"] for c in choices] == ["hihello", "hihello", "yohello", "yohello"]  # echo: prompt first
+    submitted = [(r.prompt_token_ids, r.sampling.seed) for r in engine.submitted]
+    assert submitted == [((104, 105), 5), ((104, 105), 6), ((121, 111), 5), ((121, 111), 6)]  # seed + j
+    assert {(r.sampling.logprobs, r.sampling.prompt_logprobs) for r in engine.submitted} == {(3, 3)}
+    assert len({r.request_id for r in engine.submitted}) == 4
+    assert response.json()["usage"] == {"prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12}
+
+
+def test_chat_logprobs_convert_at_the_edge(client, engine):
+    chat = {"model": "base", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.post("/v1/chat/completions", json=chat | {"logprobs": True, "top_logprobs": 2}).status_code == 200
+    assert client.post("/v1/chat/completions", json=chat).status_code == 200
+    assert [(r.sampling.logprobs, r.sampling.prompt_logprobs) for r in engine.submitted] == [(2, None), (None, None)]
+    refused = client.post("/v1/chat/completions", json=chat | {"top_logprobs": 2})
+    assert refused.status_code == 400 and "logprobs=true" in refused.json()["error"]["message"]
+    too_many = client.post("/v1/chat/completions", json=chat | {"logprobs": True, "top_logprobs": 21})
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "top_logprobs"
 
 
 def test_chat_stream_is_openai_sse(client):

@@ -10,10 +10,10 @@ from prefixtune.serve.server import read_adapter_keys
 
 
 def test_every_problem_is_listed():
-    config = ServeConfig(port=0, max_num_seqs=8, max_num_batched_tokens=4, adapter_cache_mb=0, max_model_len=1)
+    config = ServeConfig(port=0, max_num_seqs=8, max_num_batched_tokens=4, adapter_cache_mb=0, max_model_len=1, max_n=0)
     with pytest.raises(ConfigError) as info:
         config.validate()
-    assert len(info.value.problems) == 4
+    assert len(info.value.problems) == 5
     assert ServeConfig().validate() == ServeConfig()
 
 

@@ -61,11 +61,15 @@ def test_authentication_and_tenant_isolation(secured):
     [
         ({"temperature": 5}, "invalid_parameter"),
         ({"max_tokens": 0}, "invalid_parameter"),
-        ({"n": 2}, "invalid_parameter"),
+        ({"n": 0}, "invalid_parameter"),
+        ({"n": 9}, "invalid_request"),  # above --max-n (8)
+        ({"logprobs": 21}, "invalid_parameter"),
+        ({"logprobs": -1}, "invalid_parameter"),
         ({"top_p": 0}, "invalid_parameter"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "invalid_parameter"),
         ({"prompt": None}, "invalid_parameter"),
-        ({"echo": True}, "invalid_parameter"),
+        ({"prompt": ["hi", [5]]}, "invalid_parameter"),
+        ({"prompt": ["hi", ""]}, "invalid_request"),  # the second prompt is empty: nothing is queued
         ({"prompt": [500]}, "invalid_request"),
         ({"prompt": ""}, "invalid_request"),
         ({"max_tokens": 100_000}, "context_length_exceeded"),

@@ -1,21 +1,27 @@
-"""Logprobs in the runner on real tiny models: equal to log_softmax of the no-cache forward, for sampled tokens
-and prompt tokens (across chunked prefill), computed only for the rows that asked, and no other row changes."""
+"""Logprobs in the runner and engine core on real tiny models: equal to log_softmax of the no-cache forward, for
+sampled tokens and prompt tokens (across chunked prefill), computed only for the rows that asked, no other row
+changes, and the outputs carry one entry per token and the prompt's once."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
 
 from prefixtune.core.hf.geometry import read_geometry
 from prefixtune.core.inject import prefix_forward
+from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.logprobs import token_logprobs
-from prefixtune.serve.engine.messages import SamplingParams, TokenLogprobs
+from prefixtune.serve.engine.messages import GenerationOutput, SamplingParams, TokenLogprobs
 from prefixtune.serve.engine.request import Sequence
 from prefixtune.serve.engine.runner import ModelRunner
 from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
+from prefixtune.serve.metrics import ServeMetrics
 from tests.conftest import make_model
 from tests.serve.test_runner import compiled_prefixes, greedy_alone, make_requests
+from tests.train.conftest import make_tokenizer
 
 TOL = 1e-4
 
@@ -125,3 +131,38 @@ def test_token_logprobs_keeps_the_chosen_token_outside_the_top_k():
     assert out[0].token_id == 0 and abs(out[0].logprob - float(ref[0, 0])) < 1e-6
     assert [i for i, _ in out[0].top] == [3, 2]
     assert out[1].top == () and abs(out[1].logprob - float(ref[1, 0])) < 1e-6
+
+
+def test_engine_outputs_carry_one_entry_per_token_and_the_prompt_logprobs_once():
+    model = make_model("llama")
+    tokenizer = make_tokenizer()
+    outputs: list[GenerationOutput] = []
+    core = EngineCore(
+        Scheduler(SchedulerConfig(2, 4)),  # 4 tokens per step: the prompt is chunked
+        ModelRunner(model, SlotKVStore(2, read_geometry(model).kv_shapes, 64)),
+        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        eos_token_ids=frozenset({2}),
+        max_len=64,
+        emit=outputs.append,
+        metrics=ServeMetrics(),
+    )
+    sampling = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True, logprobs=2, prompt_logprobs=1)
+    prompt = tokenizer("ten tokens")["input_ids"]
+    core.add(Sequence("a", prompt, sampling))
+    core.add(Sequence("b", prompt, SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)))
+    core.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(o.finish_reason is not None for o in outputs) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        core.stop(10)
+    mine = [o for o in outputs if o.request_id == "a"]
+    assert mine[0].prompt_logprobs is not None and len(mine[0].prompt_logprobs) == len(prompt)
+    assert mine[0].prompt_logprobs[0] is None
+    assert [e.token_id for e in mine[0].prompt_logprobs[1:]] == prompt[1:]
+    assert all(o.prompt_logprobs is None for o in mine[1:])  # the first output only
+    assert all(len(o.logprobs) == len(o.token_ids) == 1 for o in mine)
+    assert [o.token_ids for o in mine] == [o.token_ids for o in outputs if o.request_id == "b"]
+    assert all(o.logprobs is None and o.prompt_logprobs is None for o in outputs if o.request_id == "b")

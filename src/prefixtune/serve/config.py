@@ -50,13 +50,16 @@ class ServeConfig:
     max_request_bytes: int = field(default=1 << 20, metadata=_help("Largest request body (413 above)."))
     request_timeout_s: float = field(default=600.0, metadata=_help("Cancel requests running longer (504)."))
     default_max_tokens: int = field(default=256, metadata=_help("max_tokens of chat requests that omit it."))
+    max_n: int = field(
+        default=8, metadata=_help("Largest n (choices per prompt) a request may ask; each choice is a sequence.")
+    )
     drain_timeout_s: float = field(default=30.0, metadata=_help("On shutdown, wait this long for requests."))
 
     def problems(self) -> list[str]:
         out = []
         if not 0 < self.port < 65536:
             out.append(f"port={self.port} must be in 1..65535")
-        for name in ("max_num_seqs", "max_num_batched_tokens", "max_request_bytes", "default_max_tokens"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "max_request_bytes", "default_max_tokens", "max_n"):
             if getattr(self, name) < 1:
                 out.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_num_batched_tokens < self.max_num_seqs:

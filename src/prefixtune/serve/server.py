@@ -68,6 +68,7 @@ def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI
         max_request_bytes=config.max_request_bytes,
         request_timeout_s=config.request_timeout_s,
         default_max_tokens=config.default_max_tokens,
+        max_n=config.max_n,
     )
     keys = read_adapter_keys(config.adapter_keys)
 

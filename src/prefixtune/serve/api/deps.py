@@ -31,6 +31,7 @@ class ApiSettings:
         max_request_bytes: largest request body accepted (413 above).
         request_timeout_s: a request still running after this is cancelled (504, or an error event).
         default_max_tokens: chat completions without max_tokens generate at most this many.
+        max_n: the largest `n` (choices per prompt) a request may ask for.
         keepalive_s: idle seconds between SSE keep-alive comments.
     """
 
@@ -38,6 +39,7 @@ class ApiSettings:
     max_request_bytes: int = 1 << 20
     request_timeout_s: float = 600.0
     default_max_tokens: int = 256
+    max_n: int = 8
     keepalive_s: float = 15.0
 
 

@@ -1,7 +1,7 @@
 """Pydantic request and response models of the HTTP API (OpenAI shapes; only at the HTTP edge).
 
-Requests convert themselves into the engine's dataclasses (`to_sampling`). Unknown fields are accepted
-(OpenAI clients send many) and logged at DEBUG by the routes.
+Requests convert themselves into the engine's dataclasses (`to_sampling`, `CompletionRequest.prompts`).
+Unknown fields are accepted (OpenAI clients send many) and logged at DEBUG by the routes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prefixtune.serve.engine.messages import SamplingParams
 
 MAX_STOP_STRINGS = 4
+MAX_LOGPROBS = 20  # alternatives per position, as vLLM (OpenAI: 5 for completions, 20 for chat)
 
 
 class _Lenient(BaseModel):
@@ -30,7 +31,7 @@ class _SamplingFields(_Lenient):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(-1, ge=-1, description="vLLM extension; -1 or 0: off")
-    n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
+    n: int = Field(1, ge=1, description="choices per prompt, each its own sequence; at most the server's --max-n")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -45,17 +46,26 @@ class _SamplingFields(_Lenient):
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(value)}")
         return value
 
-    def to_sampling(self, max_tokens: int) -> SamplingParams:
+    def to_sampling(self, max_tokens: int, choice: int = 0) -> SamplingParams:
+        """The sampling of choice `choice` (0..n-1) of a prompt: with a seed, choice j uses seed + j, so each
+        choice is reproducible on its own (equal to a request with n=1 and that seed)."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        logprobs, prompt_logprobs = self.logprob_counts()
         return SamplingParams(
             max_tokens=max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=max(self.top_k, 0),
             stop=stop,
-            seed=self.seed,
+            seed=None if self.seed is None else self.seed + choice,
             ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
         )
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        """(alternatives per generated token, per prompt token); None: not asked."""
+        return None, None
 
     @property
     def include_usage(self) -> bool:
@@ -67,17 +77,22 @@ class CompletionRequest(_SamplingFields):
 
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = Field(16, ge=1)
-    echo: Literal[False] = False
-    logprobs: None = None
+    echo: bool = Field(False, description="put the prompt (and, with logprobs, its logprobs) before the output")
+    logprobs: int | None = Field(
+        None, ge=0, le=MAX_LOGPROBS, description="logprobs of each token and of its k most likely alternatives"
+    )
 
-    @field_validator("prompt")
-    @classmethod
-    def _one_prompt(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and isinstance(value[0], str | list):
-            if len(value) != 1:
-                raise ValueError(f"send one prompt per request (got {len(value)})")
-            return value[0]
-        return value
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts, each a string or token ids (several prompts: choice index = prompt index * n + j)."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(t, int) for t in prompt):
+            return [list(prompt)]  # one prompt as token ids; [] too (the engine answers that it is empty)
+        return list(prompt)
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return self.logprobs, self.logprobs if self.echo else None
 
 
 class ChatMessage(_Lenient):
@@ -101,6 +116,21 @@ class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = Field(False, description="logprobs of each generated token")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_LOGPROBS, description="with logprobs: the k most likely tokens at each position"
+    )
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError(
+                f"top_logprobs={self.top_logprobs} needs logprobs=true; set logprobs to true, or drop top_logprobs"
+            )
+        return self
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return (self.top_logprobs or 0) if self.logprobs else None, None
 
 
 class UsageInfo(BaseModel):
@@ -117,10 +147,19 @@ def now() -> int:
     return int(time.time())
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy logprobs object: one entry per token (with echo, the prompt's tokens first)."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -138,10 +177,24 @@ class ChatResponseMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatResponseMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -162,7 +215,7 @@ class DeltaMessage(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: DeltaMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
