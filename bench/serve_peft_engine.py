@@ -83,6 +83,12 @@ class PeftBaselineEngine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text)["input_ids"])
 
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return [self.tokenizer.decode([t], skip_special_tokens=False) for t in token_ids]
+
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
         return "".join(f"{t.role}: {t.content}\n" for t in turns)
 
