@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefixtune.core.attention import _allowed, _split_attention, _split_bias
+from prefixtune.core.attention import _allowed, _split_attention, _to_additive
 from prefixtune.core.prefix_batch import PrefixBatch
 
 
@@ -35,9 +35,10 @@ def test_split_attention_equals_softmax_over_the_concatenation(T_q: int, shared:
     ctx_mask[..., -T_q:] &= torch.ones(T_q, T_q, dtype=torch.bool).tril()  # causal among the new queries
     ctx = _allowed(ctx_mask, B, T_q, T_kv, query.device)
 
-    got = _split_attention(query, key, value, pk, pv, _split_bias(pvalid, ctx), None)
-
     allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, T_q, M), ctx], dim=-1)
+    bias = _to_additive(allowed[:, :, None], torch.float32)  # (B, 1, 1, T_q, M + T_kv), as prefix_attention builds
+
+    got = _split_attention(query, key, value, pk, pv, bias, None)
     want = explicit_attention(query, key, value, pk, pv, allowed)
     assert got.shape == (B, T_q, H_q, D)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

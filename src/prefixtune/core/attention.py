@@ -83,24 +83,30 @@ def prefix_attention(
     B, _, T_q, _ = query.shape
     T_kv = key.shape[2]
     pk, pv, pvalid = prefix_batch.layer(layer, B)  # (b, H_kv, M, D), (b, H_kv, M, D), (B, M)
+
+    def widened() -> torch.Tensor:
+        """The real tokens' mask widened by the row's prefix columns: bool (B, 1, T_q, M + T_kv)."""
+        prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, pvalid.shape[1])  # (B, 1, T_q, M)
+        ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device)  # (B, 1, T_q, T_kv)
+        return torch.cat([prefix_allowed, ctx_allowed], dim=-1)
+
     # One query (decoding) or an engine-owned cache (chunked prefill): never copy the cache to attach the prefix.
     uses_store = prefix_batch.store is not None
     if (T_q == 1 or uses_store) and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
+        # The split path's additive fp32 bias broadcasts over key/value heads and the query heads of a group.
         bias = prefix_batch.memo(
             ("split", B, T_q, T_kv),
             attention_mask,
-            lambda: _split_bias(pvalid, _allowed(attention_mask, B, T_q, T_kv, query.device)),
+            lambda: _to_additive(widened()[:, :, None], torch.float32),  # (B, 1, 1, T_q, M + T_kv)
         )
         return _split_attention(query, key, value, pk, pv, bias, kwargs.get("scaling")), None
 
-    def widened_mask() -> torch.Tensor:
-        prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, pvalid.shape[1])  # (B, 1, T_q, M)
-        ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device)  # (B, 1, T_q, T_kv)
-        mask = torch.cat([prefix_allowed, ctx_allowed], dim=-1)  # (B, 1, T_q, M + T_kv)
-        return _to_additive(mask, query.dtype) if mask_is_additive else mask
-
     # Every layer of a forward gets the same mask object, so the widened mask is built once per forward.
-    mask = prefix_batch.memo(("cat", B, T_q, T_kv, mask_is_additive, query.dtype), attention_mask, widened_mask)
+    mask = prefix_batch.memo(
+        ("cat", B, T_q, T_kv, mask_is_additive, query.dtype),
+        attention_mask,
+        lambda: _to_additive(widened(), query.dtype) if mask_is_additive else widened(),
+    )
     key = torch.cat([pk.expand(B, -1, -1, -1).to(key.dtype), key], dim=2)  # (B, H_kv, M + T_kv, D)
     value = torch.cat([pv.expand(B, -1, -1, -1).to(value.dtype), value], dim=2)
     return base_fn(module, query, key, value, mask, **kwargs)
@@ -126,17 +132,6 @@ def _to_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return out.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def _split_bias(pvalid: torch.Tensor, ctx_allowed: torch.Tensor) -> torch.Tensor:
-    """The additive fp32 score bias of `_split_attention`: (B, 1, 1, T_q, M + T_kv), 0 = may attend.
-
-    It broadcasts over key/value heads and over the query heads that share one (the two singleton dims).
-    """
-    B, _, T_q, _ = ctx_allowed.shape
-    M = pvalid.shape[1]
-    allowed = torch.cat([pvalid[:, None, None, :].expand(B, 1, T_q, M), ctx_allowed], dim=-1)  # (B,1,T_q,M+T_kv)
-    return _to_additive(allowed[:, :, None], torch.float32)
-
-
 def _split_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -155,7 +150,7 @@ def _split_attention(
 
     Args:
         query: (B, H_q, T_q, D). key, value: (B, H_kv, T_kv, D). pk, pv: (b, H_kv, M, D), b in {1, B}.
-        bias: from `_split_bias`, 0 where a query may attend and the fp32 minimum elsewhere.
+        bias: additive fp32 (B, 1, 1, T_q, M + T_kv), 0 where a query may attend and the fp32 minimum elsewhere.
         scaling: the model's attention scale (default D ** -0.5).
 
     Returns:

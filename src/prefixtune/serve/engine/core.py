@@ -2,13 +2,13 @@
 
 Each iteration: run queued calls (adapter compiles: they use the model, so they run here, between steps),
 apply aborts, plan a step, run it, then turn sampled tokens into outputs (detokenize, stop strings, EOS,
-max_tokens).
+max_tokens). The scheduler is touched only under `lock`, so other threads may `add` requests; everything
+else crosses threads through `call` / `abort` and the `emit` callback.
 
 Logprobs follow tokens, not text: every generated token's output carries its logprobs, also when its text is
 held back (an incomplete character, a possible stop string) or cut (the token that completes a stop string
 is the last one reported, as OpenAI and vLLM do). Prompt logprobs gathered over prefill chunks go out with
-the request's first output. The scheduler is touched only under `lock`, so other threads may `add` requests; everything
-else crosses threads through `call` / `abort` and the `emit` callback.
+the request's first output.
 """
 
 from __future__ import annotations
