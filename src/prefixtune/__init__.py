@@ -17,6 +17,7 @@ from prefixtune.config import PrefixConfig
 from prefixtune.errors import (
     AdapterFormatError,
     AdapterNotFoundError,
+    CheckpointError,
     ConfigError,
     DataError,
     EngineBusyError,
@@ -45,6 +46,7 @@ _LAZY = {
 __all__ = [
     "AdapterFormatError",
     "AdapterNotFoundError",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "EngineBusyError",

@@ -46,6 +46,10 @@ class UnsupportedModelError(PrefixtuneError):
     """The base model lacks something prefixtune needs (an attention implementation, a layer list, ...)."""
 
 
+class CheckpointError(PrefixtuneError):
+    """A training checkpoint is missing, truncated, malformed, or in the old pickle format (never unpickled)."""
+
+
 class DataError(PrefixtuneError):
     """Training or evaluation data is malformed; the message names the file and line."""
 

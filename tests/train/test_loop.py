@@ -11,6 +11,7 @@ import prefixtune as pt
 from prefixtune.config import PrefixConfig
 from prefixtune.errors import ConfigError, PrefixtuneError
 from prefixtune.models import load_model
+from prefixtune.train.checkpoint import read_checkpoint
 from prefixtune.train.config import TrainConfig
 from prefixtune.train.loop import batch_rows
 from prefixtune.train.metric_log import read_metrics
@@ -61,7 +62,7 @@ def test_run_directory_contents(tiny_gpt2_dir, sentiment_files, tmp_path):
     out = result.output_dir
     assert {p.name for p in out.iterdir()} >= {
         "adapter",
-        "checkpoint.pt",
+        "checkpoint",
         "metrics.jsonl",
         "curve.png",
         "train_config.json",
@@ -80,7 +81,7 @@ def test_run_directory_contents(tiny_gpt2_dir, sentiment_files, tmp_path):
 def test_resume_equals_uninterrupted_run(tiny_llama_dir, sentiment_files, tmp_path):
     full = run_training(_config(tiny_llama_dir, sentiment_files, tmp_path / "full"), ADAPTER)
     resumed = _resume_from_step(tiny_llama_dir, sentiment_files, tmp_path, stop_at=8)
-    final = [torch.load(d / "checkpoint.pt", weights_only=False) for d in (full.output_dir, resumed)]
+    final = [read_checkpoint(d) for d in (full.output_dir, resumed)]
     assert final[0]["state"]["step"] == final[1]["state"]["step"] == 12
     for p, q in zip(final[0]["params"], final[1]["params"], strict=True):
         assert torch.equal(p, q)  # bit-identical final parameters

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+_TEMPORARY_NAME = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}")
 
 
 @contextmanager
@@ -48,3 +51,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, target)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Remove what an interrupted `atomic_directory` or `atomic_write_text` left in `directory`.
+
+    A crash between creating the temporary sibling and renaming it leaves `.NAME.tmp-XXXXXXXX` (or a
+    `.NAME.old-XXXXXXXX` backup) behind; the next run removes them. Only names of exactly that shape go.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    folder = Path(directory)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _TEMPORARY_NAME.fullmatch(entry.name) is None:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

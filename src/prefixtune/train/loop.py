@@ -88,7 +88,7 @@ class Trainer:
         fmt: the task format, stored in the adapter's metadata.
         config: the run's `TrainConfig`.
         metric_logger: where metrics go (None: kept in `history` only).
-        run_dir: where `adapter/` and `checkpoint.pt` are written.
+        run_dir: where `adapter/` and `checkpoint/` are written.
         accelerator: reused if given, else made from the config.
     """
 
@@ -220,7 +220,7 @@ class Trainer:
     # -- the run -------------------------------------------------------------------------------------------
 
     def resume(self) -> None:
-        """Restore parameters, optimizer, scheduler, RNG and step from `run_dir/checkpoint.pt`."""
+        """Restore parameters, optimizer, scheduler, RNG and step from `run_dir/checkpoint/`."""
         self.state, _ = load_checkpoint(self.run_dir, self.params, self.optimizer, self.scheduler)
         logger.info("resumed from step %d", self.state.step)
 

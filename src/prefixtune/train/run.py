@@ -2,7 +2,7 @@
 
 One job: the setup and teardown around `train.loop.Trainer` that `prefixtune train` and `prefixtune demo`
 share. Writes into `output_dir`: `adapter/` (the best adapter, task format in its metadata),
-`checkpoint.pt` (resumable), `metrics.jsonl`, `curve.png` and `train_config.json`.
+`checkpoint/` (resumable), `metrics.jsonl`, `curve.png` and `train_config.json`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from prefixtune.config import PrefixConfig
 from prefixtune.errors import ConfigError
-from prefixtune.io.atomic import atomic_write_text
+from prefixtune.io.atomic import atomic_write_text, remove_stale_temporaries
 from prefixtune.models import load_model
 from prefixtune.train.config import TrainConfig
 from prefixtune.train.data import SkipReport, encode_examples, infer_format, parse_records
@@ -101,7 +101,7 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
     if not saved.is_file():
         return
     before = json.loads(saved.read_text())
-    ignore = {"resume", "progress"}
+    ignore = {"resume", "progress", "output_dir"}  # a copied or moved run directory resumes too
     changed = sorted(k for k, v in config.to_dict().items() if k not in ignore and before.get(k) != v)
     if changed:
         raise ConfigError(
@@ -148,6 +148,9 @@ def run_training(
     if data.skips.count:
         logger.warning("%s", data.skips.summary())
     output_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        for stale in remove_stale_temporaries(output_dir):  # a crashed run's half-written adapter/checkpoint
+            logger.info("removed %s, left by an interrupted write", stale)
     metrics_path = output_dir / "metrics.jsonl"
     trainer = Trainer(pm, tokenizer, train_set, data.validation, data.fmt, config, None, output_dir, accelerator)
     if config.resume:
