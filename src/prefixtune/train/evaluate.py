@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from prefixtune.core.positions import shifted_position_ids
 from prefixtune.train.collate import pad_prompts
 from prefixtune.train.data import encode_prompt
 from prefixtune.train.formats import Example, TaskFormat
@@ -42,7 +43,12 @@ def logits_fn_for(model: Any, adapter_name: str | None) -> LogitsFn:
 
     def run(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if _is_bare(model):
-            return model(input_ids=input_ids, attention_mask=attention_mask).logits
+            # Scoring left-pads; transformers' forward numbers positions 0..T-1 regardless of the mask, which
+            # moves a left-padded row of an absolute-position model (GPT-2) away from how it was trained.
+            # Number the real tokens from 0, as the prefix path does (issue 14).
+            offsets = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+            positions = shifted_position_ids(attention_mask, offsets)  # (B, T)
+            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
         names = [adapter_name] * input_ids.shape[0]
         return model(input_ids=input_ids, attention_mask=attention_mask, adapter_names=names).logits
 
