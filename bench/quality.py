@@ -23,7 +23,7 @@ from transformers import get_scheduler
 import prefixtune as pt
 from prefixtune.models import load_model
 from prefixtune.train.collate import Collator
-from prefixtune.train.data import encode_examples, encode_prompt, parse_records
+from prefixtune.train.data import SkipReport, encode_examples, encode_prompt, parse_records
 from prefixtune.train.datasets import builtin_format, load_records
 from prefixtune.train.loop import batch_rows
 from prefixtune.train.metrics import accuracy, score_options
@@ -53,9 +53,10 @@ class Contender:
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def ours(method: str, m: int, seed: int) -> Contender:
+def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
+    """Our adapter `method` with m virtual tokens, initialized from the activations of `init_text`."""
     model, tok = load_model("smollm2-135m")
-    config = pt.PrefixConfig(method=method, num_virtual_tokens=m, init="text", init_text=INIT_TEXT, seed=seed)
+    config = pt.PrefixConfig(method=method, num_virtual_tokens=m, init="text", init_text=init_text, seed=seed)
     pm = pt.attach(model, config, tokenizer=tok)
     return Contender(
         params=pm.trainable_parameters(),
@@ -64,7 +65,8 @@ def ours(method: str, m: int, seed: int) -> Contender:
     )
 
 
-def peft_method(method: str, m: int, seed: int) -> Contender:
+def peft_method(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
+    """PEFT prefix tuning (random init, its only option) or prompt tuning (from `init_text`'s embeddings)."""
     from peft import PrefixTuningConfig, PromptTuningConfig, PromptTuningInit, get_peft_model
 
     from prefixtune.models import BUILTIN_MODELS, cache_dir
@@ -79,10 +81,29 @@ def peft_method(method: str, m: int, seed: int) -> Contender:
             task_type="CAUSAL_LM",
             num_virtual_tokens=m,
             prompt_tuning_init=PromptTuningInit.TEXT,
-            prompt_tuning_init_text=INIT_TEXT,
+            prompt_tuning_init_text=init_text,
             tokenizer_name_or_path=str(local),
         )
-    peft_model = get_peft_model(model, config)
+    return _peft_contender(get_peft_model(model, config))
+
+
+def peft_lora(rank: int, seed: int, init_text: str = "") -> Contender:
+    """PEFT LoRA of rank `rank` on q/k/v/o (alpha = 2 rank, no dropout); `init_text` is unused."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model, _ = load_model("smollm2-135m")
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
+    return _peft_contender(get_peft_model(model, config))
+
+
+def _peft_contender(peft_model: torch.nn.Module) -> Contender:
     return Contender(
         params=[p for p in peft_model.parameters() if p.requires_grad],
         loss=lambda b: peft_model(**b).loss,
@@ -90,51 +111,70 @@ def peft_method(method: str, m: int, seed: int) -> Contender:
     )
 
 
-BUILDERS: dict[str, Callable[[int, int], Contender]] = {
-    "ours-prefix": lambda m, s: ours("prefix", m, s),
-    "ours-kv": lambda m, s: ours("kv", m, s),
-    "ours-prompt": lambda m, s: ours("prompt", m, s),
-    "peft-prefix": lambda m, s: peft_method("prefix", m, s),
-    "peft-prompt": lambda m, s: peft_method("prompt", m, s),
+# name -> (size, seed, init text) -> Contender; size is m, or the rank for LoRA.
+BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
+    "ours-prefix": lambda m, s, text: ours("prefix", m, s, text),
+    "ours-kv": lambda m, s, text: ours("kv", m, s, text),
+    "ours-prompt": lambda m, s, text: ours("prompt", m, s, text),
+    "peft-prefix": lambda m, s, text: peft_method("prefix", m, s, text),
+    "peft-prompt": lambda m, s, text: peft_method("prompt", m, s, text),
+    "peft-lora": lambda r, s, text: peft_lora(r, s, text),
 }
 
 
-def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
-    """Train one contender for `args.steps` steps and score it on the validation and test prompts."""
-    contender = BUILDERS[name](args.num_virtual_tokens, args.seed)
+def train_and_score(contender: Contender, lr: float, data: dict, steps: int, batch_size: int, seed: int) -> dict:
+    """AdamW for `steps` steps (linear decay, 6% warmup, clip 1.0) on seeded batches; accuracy on both splits.
+
+    Returns:
+        `params`, `s_per_step`, and `validation` / `test` accuracy (options scored by summed log-likelihood).
+    """
     optimizer = torch.optim.AdamW(contender.params, lr=lr)
-    scheduler = get_scheduler("linear", optimizer, round(0.06 * args.steps), args.steps)
+    scheduler = get_scheduler("linear", optimizer, round(0.06 * steps), steps)
     collate = Collator(data["pad"], "right")
     start = time.perf_counter()
-    for step in range(args.steps):
-        rows = batch_rows(len(data["train"]), step, args.batch_size, args.seed, 0, 1)
+    for step in range(steps):
+        rows = batch_rows(len(data["train"]), step, batch_size, seed, 0, 1)
         loss = contender.loss(collate([data["train"][i] for i in rows]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(contender.params, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-    seconds = (time.perf_counter() - start) / args.steps
-    result = {"method": name, "lr": lr, "params": sum(p.numel() for p in contender.params), "s_per_step": seconds}
+    result = {"params": sum(p.numel() for p in contender.params), "s_per_step": (time.perf_counter() - start) / steps}
     with torch.no_grad():
         for split in ("validation", "test"):
             scores = score_options(contender.logits, data[split]["prompts"], data["options"], pad_token_id=data["pad"])
             predictions = [data["labels"][i] for i in scores.argmax(-1).tolist()]
             result[split] = accuracy(predictions, data[split]["gold"])
+    return result
+
+
+def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
+    """Train one contender for `args.steps` steps and score it on the validation and test prompts."""
+    contender = BUILDERS[name](args.num_virtual_tokens, args.seed, INIT_TEXT)
+    result = {"method": name, "lr": lr, **train_and_score(contender, lr, data, args.steps, args.batch_size, args.seed)}
     print(json.dumps(result), flush=True)
     return result
 
 
-def load_data(args: argparse.Namespace) -> dict:
+def load_task(dataset: str, val_limit: int | None, test_limit: int | None, max_length: int = 96) -> dict:
+    """A built-in classification task encoded for SmolLM2: train ids with loss labels, prompts and gold labels
+    of the validation and test splits, the options' ids. Training examples over `max_length` are skipped."""
     _, tok = load_model("smollm2-135m")
-    fmt = builtin_format("rotten-tomatoes")
-    train = parse_records(load_records("rotten-tomatoes", "train"), fmt, tok)
-    data = {"train": encode_examples(train, tok, 96, skips=None), "pad": tok.pad_token_id, "labels": fmt.labels}
+    fmt = builtin_format(dataset)
+    assert fmt is not None, f"{dataset} is not a built-in dataset"
+    train = parse_records(load_records(dataset, "train"), fmt, tok)
+    data = {"train": encode_examples(train, tok, max_length, skips=SkipReport()), "pad": tok.pad_token_id}
+    data["labels"], data["format"], data["train_examples"] = fmt.labels, fmt, train
     data["options"] = [tok(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
-    for split, limit in (("validation", args.val_limit), ("test", args.test_limit)):
-        examples = parse_records(load_records("rotten-tomatoes", split, limit), fmt, tok)
+    for split, limit in (("validation", val_limit), ("test", test_limit)):
+        examples = parse_records(load_records(dataset, split, limit), fmt, tok)
         data[split] = {"prompts": [encode_prompt(e, tok) for e in examples], "gold": [e.label for e in examples]}
     return data
+
+
+def load_data(args: argparse.Namespace) -> dict:
+    return load_task("rotten-tomatoes", args.val_limit, args.test_limit)
 
 
 def write_markdown(results: list[dict], args: argparse.Namespace, command: str) -> str:
@@ -168,7 +208,7 @@ def write_markdown(results: list[dict], args: argparse.Namespace, command: str) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_LRS), choices=list(DEFAULT_LRS))
     parser.add_argument("--lrs", type=json.loads, default=DEFAULT_LRS, help="JSON: method -> list of lrs")
     parser.add_argument("--num-virtual-tokens", type=int, default=30, help="m (default: the init text's 30 tokens)")
     parser.add_argument("--steps", type=int, default=100)

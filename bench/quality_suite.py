@@ -1,0 +1,220 @@
+"""Quality suite (issue 14): every method at two matched parameter budgets, on two tasks, over seeds.
+
+Full run (what bench/RESULTS-quality-suite.md should hold): 2 tasks x 2 budgets x 6 methods x 2 learning
+rates x 2 seeds = 96 trainings of 100 steps at 4-6 s/step on the shared 2-core CPU (measured in the smoke
+run), plus scoring: about 14 hours on CPU (GPU time not yet measured). It resumes from --jsonl:
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python bench/quality_suite.py --out bench/RESULTS-quality-suite.md
+
+Smoke run (one task, one budget, one seed, two methods, 3 steps; 2 minutes on CPU):
+
+    PYTHONPATH=src .venv/bin/python bench/quality_suite.py --tasks debates-2016 --budgets 0.002 --seeds 0 \\
+        --methods ours-prefix peft-lora --steps 3 --lrs '{"ours-prefix":[3e-3],"peft-lora":[2e-3]}' \\
+        --val-limit 20 --test-limit 20 --jsonl /tmp/suite-smoke.jsonl --out /tmp/suite-smoke.md
+
+Methods: ours `prefix`, `kv`, `prompt`; PEFT LoRA (q/k/v/o), prefix tuning and prompt tuning. Budgets are
+shares of SmolLM2-135M's parameters (0.2% and 0.7%): each method's size (m, or LoRA's rank) is the one
+whose parameter count is nearest the budget; prompt tuning has d parameters per token, so it is capped at
+--max-prompt-tokens and stays far below (the table gives every row's real count). Every run has the same
+steps, batch, schedule (AdamW, linear decay, 6% warmup, clip 1.0) and seeded batches; the seed also sets the
+initialization. Ours and PEFT prompt tuning start from a task text (the shortest training example of each
+label, rendered with its label), PEFT prefix tuning from random (its only option). The learning rate is
+picked per (task, budget, method) on mean validation accuracy over seeds, from --lrs; the table gives test
+accuracy mean +- standard deviation over seeds at that rate. Scoring: summed log-likelihood of each label's
+tokens after the prompt, the same for every method (bench/quality.py). Each finished run is appended to
+--jsonl, and a rerun with the same file skips the runs already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from prefixtune.models import load_model
+from quality import BUILDERS, DEFAULT_LRS, load_task, train_and_score
+
+TASKS = ("rotten-tomatoes", "debates-2016")
+BUDGETS = (0.002, 0.007)
+METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
+SUITE_LRS = {**DEFAULT_LRS, "peft-lora": [5e-4, 2e-3]}
+MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """What parameter counts depend on: layers L, hidden size d, key/value width d_kv, the model's total."""
+
+    layers: int
+    hidden: int
+    kv_dim: int
+    total: int
+
+
+def geometry() -> Geometry:
+    """SmolLM2-135M's geometry, read from its config."""
+    model, _ = load_model("smollm2-135m")
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_dim = c.num_key_value_heads * head_dim
+    return Geometry(c.num_hidden_layers, c.hidden_size, kv_dim, sum(p.numel() for p in model.parameters()))
+
+
+def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) -> int:
+    """m (or LoRA's rank) whose parameter count is nearest `budget` x the model's parameters."""
+    L, d, d_kv = geo.layers, geo.hidden, geo.kv_dim
+    per_unit = {
+        "ours-prefix": L * d,  # hidden-state prefix P^l: L x m x d
+        "ours-kv": 2 * L * d_kv,  # keys and values: 2 x L x m x d_kv
+        "peft-prefix": 2 * L * d_kv,
+        "ours-prompt": d,  # soft prompt: m x d
+        "peft-prompt": d,
+        "peft-lora": L * (2 * (d + d) + 2 * (d + d_kv)),  # A and B of q, o (d -> d) and k, v (d -> d_kv)
+    }[method]
+    size = max(1, round(budget * geo.total / per_unit))
+    return min(size, max_prompt_tokens) if method.endswith("prompt") else size
+
+
+def task_init_text(data: dict) -> str:
+    """The shortest training example of each label, prompt and label word, in label order."""
+    fmt, parts = data["format"], []
+    for label in fmt.labels:
+        shortest = min((e for e in data["train_examples"] if e.label == label), key=lambda e: len(e.prompt))
+        parts.append("".join(s.text for s in shortest.segments) + "\n")
+    return "".join(parts)
+
+
+def run_key(record: dict) -> tuple:
+    return record["task"], record["budget"], record["method"], record["lr"], record["seed"]
+
+
+def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
+    """Every (task, budget, method, lr, seed) run, reusing those already in --jsonl."""
+    done = {}
+    jsonl = Path(args.jsonl)
+    if jsonl.is_file():
+        done = {run_key(r): r for r in map(json.loads, jsonl.read_text().splitlines()) if r.get("steps") == args.steps}
+    results = []
+    for task in args.tasks:
+        data = load_task(task, args.val_limit, args.test_limit, MAX_LENGTH)
+        init_text = task_init_text(data)
+        for budget in args.budgets:
+            for method in args.methods:
+                size = size_for(method, budget, geo, args.max_prompt_tokens)
+                for lr in args.lrs[method]:
+                    for seed in args.seeds:
+                        key = (task, budget, method, lr, seed)
+                        if key not in done:
+                            done[key] = _run(key, size, data, init_text, args, jsonl)
+                        results.append(done[key])
+    return results
+
+
+def _run(key: tuple, size: int, data: dict, init_text: str, args: argparse.Namespace, jsonl: Path) -> dict:
+    """Train and score one run, print it and append it to `jsonl`."""
+    task, budget, method, lr, seed = key
+    torch.manual_seed(seed)
+    contender = BUILDERS[method](size, seed, init_text)
+    scores = train_and_score(contender, lr, data, args.steps, args.batch_size, seed)
+    record = {"task": task, "budget": budget, "method": method, "size": size, "lr": lr, "seed": seed}
+    record |= {"steps": args.steps, **scores}
+    print(json.dumps(record), flush=True)
+    with jsonl.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return record
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """One row per (task, budget, method): the lr with the best mean validation, test mean and std over seeds."""
+    cells: dict[tuple, dict[float, list[dict]]] = {}
+    for r in results:
+        cells.setdefault((r["task"], r["budget"], r["method"]), {}).setdefault(r["lr"], []).append(r)
+    rows = []
+    for (task, budget, method), by_lr in cells.items():
+        lr, runs = max(by_lr.items(), key=lambda item: statistics.mean(r["validation"] for r in item[1]))
+        tests = [r["test"] for r in runs]
+        rows.append(
+            {
+                "task": task,
+                "budget": budget,
+                "method": method,
+                "size": runs[0]["size"],
+                "params": runs[0]["params"],
+                "lr": lr,
+                "seeds": len(runs),
+                "validation": statistics.mean(r["validation"] for r in runs),
+                "test": statistics.mean(tests),
+                "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "s_per_step": statistics.mean(r["s_per_step"] for r in runs),
+            }
+        )
+    return rows
+
+
+def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespace, command: str) -> str:
+    """The report: how it was made, one table per task and budget with the gap to LoRA, then every run."""
+    lines = [
+        "# Quality suite: prefixtune vs PEFT (SmolLM2-135M-Instruct)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{args.steps} steps of batch {args.batch_size}; validation: first {args.val_limit}, test: first "
+        f"{args.test_limit} of each split; seeds {args.seeds}; lr per row picked on mean validation accuracy "
+        "from the sweep in the command (see `--help` for the protocol).",
+    ]
+    for task in args.tasks:
+        for budget in args.budgets:
+            cell = sorted((r for r in rows if r["task"] == task and r["budget"] == budget), key=lambda r: -r["test"])
+            lora = next((r["test"] for r in cell if r["method"] == "peft-lora"), None)
+            lines += ["", f"## {task}, budget {budget:.1%} of the model", ""]
+            lines += ["| method | m or rank | params | lr | val acc | test acc (mean +- std) | vs LoRA | s/step |"]
+            lines += ["|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for r in cell:
+                gap = "" if lora is None else f"{100 * (r['test'] - lora):+.1f}"
+                lines.append(
+                    f"| {r['method']} | {r['size']} | {r['params']:,} | {r['lr']:g} | {r['validation']:.3f} | "
+                    f"{r['test']:.3f} +- {r['test_std']:.3f} (n={r['seeds']}) | {gap} | {r['s_per_step']:.2f} |"
+                )
+    lines += ["", "All runs:", "", "```", *[json.dumps(r) for r in results], "```", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="shares of the model")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--lrs", type=json.loads, default=SUITE_LRS, help="JSON: method -> list of lrs to sweep")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--val-limit", type=int, default=200)
+    parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--max-prompt-tokens", type=int, default=100, help="cap on m for prompt tuning")
+    parser.add_argument("--jsonl", default="bench/results-quality-suite.jsonl", help="finished runs (resumable)")
+    parser.add_argument("--out", default=None, help="write the markdown report here")
+    args = parser.parse_args(argv)
+    missing = [m for m in args.methods if m not in args.lrs]
+    if missing:
+        parser.error(f"--lrs has no learning rates for {', '.join(missing)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    results = run_all(args, geometry())
+    command = "PYTHONPATH=src .venv/bin/python bench/quality_suite.py " + shlex.join(sys.argv[1:])
+    report = write_markdown(summarize(results), results, args, command)
+    if args.out:
+        Path(args.out).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
