@@ -125,3 +125,33 @@ def test_builtin_tasks_tokenize_on_smollm2_as_one_text_would(name):
 
 def _options_of(fmt: TaskFormat, tokenizer) -> list[list[int]]:
     return [tokenizer(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
+
+
+def _byte_level_tokenizer():
+    """A real byte-level BPE tokenizer (GPT-2 style), trained here on a few sentences."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(
+        ["Review: a fine film\nSentiment: positive", "Review: dull\nSentiment: negative"] * 20, trainer
+    )
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=core)
+
+
+def test_leading_space_verbalizer_tokenizes_as_in_running_text_and_a_trailing_space_template_warns(caplog):
+    tok = _byte_level_tokenizer()
+    good = TaskFormat(kind="classification", template="Review: {text}\nSentiment:", verbalizer={"p": " positive"})
+    (example,) = parse_records([("r[0]", {"text": "a fine film", "label": "p"})], good, tok)
+    (encoded,) = encode_examples([example], tok, None)
+    assert list(encoded.input_ids) == tok("Review: a fine film\nSentiment: positive")["input_ids"]
+    assert not caplog.records
+
+    bad = TaskFormat(kind="classification", template="Review: {text}\nSentiment: ", verbalizer={"p": "positive"})
+    (example,) = parse_records([("r[0]", {"text": "a fine film", "label": "p"})], bad, tok)
+    (encoded,) = encode_examples([example], tok, None)
+    assert list(encoded.input_ids) != tok("Review: a fine film\nSentiment: positive")["input_ids"]  # "Ġ" + "positive"
+    assert any("ends with whitespace" in r.getMessage() for r in caplog.records)

@@ -8,11 +8,14 @@ for chat only, on a tokenizer's chat template; no torch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefixtune.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("classification", "completion", "chat")
 DEFAULT_TEMPLATE = "{text}\nLabel:"
@@ -77,6 +80,14 @@ class TaskFormat:
             problems.append(f"verbalizer {dict(self.verbalizer)!r}: every label needs a non-empty word")
         if problems:
             raise ConfigError(problems, source="TaskFormat")
+        if self.kind == "classification" and self.template[-1:].isspace():
+            # The prompt and the label are tokenized apart (train.data.encode_example), so a trailing space
+            # becomes its own token before a space-less word piece: not how the model saw such text (issue 14).
+            logger.warning(
+                "template %r ends with whitespace; end it without and start each verbalizer word with a space "
+                "(the default) so that labels tokenize as the words the model knows",
+                self.template,
+            )
 
     @property
     def labels(self) -> tuple[str, ...]:
