@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import socket
 import threading
 import time
@@ -65,6 +66,12 @@ def adapter_root(tmp_path_factory) -> Path:
     (spare / "broken").mkdir()
     (spare / "broken" / "adapter_config.json").write_text("{not json")
     return root
+
+
+@pytest.fixture
+def private_root(adapter_root, tmp_path) -> Path:
+    """A copy of `adapter_root` for tests that change the registry's persisted state (runtime loads, keys)."""
+    return Path(shutil.copytree(adapter_root, tmp_path / "adapters", symlinks=True))
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from prefixtune.serve.engine.messages import (
 )
 from prefixtune.serve.errors import EngineShutdownError
 from prefixtune.serve.metrics import ServeMetrics
+from prefixtune.serve.registry_state import hash_key
 
 API_DIR = Path(__file__).parents[2] / "src" / "prefixtune" / "serve" / "api"
 
@@ -78,7 +79,7 @@ class FakeEngine:
         return self.adapters[name]
 
     async def load_adapter(self, name: str, path: str, api_keys: Sequence[str] = ()) -> AdapterInfo:
-        self.adapters[name] = AdapterInfo(name, path, "kv", 2, 0, frozenset(api_keys))
+        self.adapters[name] = AdapterInfo(name, path, "kv", 2, 0, frozenset(hash_key(k) for k in api_keys))
         return self.adapters[name]
 
     async def unload_adapter(self, name: str) -> None:
@@ -177,6 +178,16 @@ def test_metrics_endpoint_is_prometheus(client):
     text = client.get("/metrics").text
     assert 'prefixtune_requests_total{endpoint="/v1/completions",status="200"} 1.0' in text
     assert "prefixtune_adapter_cache_hits_total" in text
+
+
+def test_unexpected_errors_are_counted_as_500_not_499(engine):
+    engine.error = RuntimeError("a bug")
+    with TestClient(build_app(engine, ApiSettings(), ServeMetrics()), raise_server_exceptions=False) as client:
+        failed = client.post("/v1/completions", json={"model": "base", "prompt": "hi"})
+        assert failed.status_code == 500 and failed.json()["error"]["code"] == "internal_error"
+        text = client.get("/metrics").text
+    assert 'prefixtune_requests_total{endpoint="/v1/completions",status="500"} 1.0' in text
+    assert 'status="499"' not in text
 
 
 def test_api_package_never_imports_torch_or_the_engine_internals():

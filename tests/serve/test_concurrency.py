@@ -55,8 +55,8 @@ async def test_32_concurrent_mixed_requests_equal_each_alone(server: LiveServer)
     assert server.metric(metrics, "prefixtune_step_distinct_adapters_count") > 0
 
 
-async def test_load_and_unload_while_requests_run(adapter_root):
-    live = LiveServer(serve_config(adapter_root)).start()
+async def test_load_and_unload_while_requests_run(private_root):
+    live = LiveServer(serve_config(private_root)).start()
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=120) as client:
             long = {"model": "alpha", "prompt": "keep going", "max_tokens": 40, "temperature": 0, "ignore_eos": True}

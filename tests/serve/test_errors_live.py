@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 
 import httpx
@@ -27,7 +28,8 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 @pytest.fixture(scope="module")
 def secured(adapter_root, tmp_path_factory):
     keys = write_keys(tmp_path_factory.mktemp("keys") / "keys.json", {"alpha": [TENANT_A], "beta": [TENANT_B]})
-    config = serve_config(adapter_root, api_key=(ADMIN,), adapter_keys=keys, max_request_bytes=4096)
+    root = shutil.copytree(adapter_root, tmp_path_factory.mktemp("secured") / "adapters")  # its rules persist there
+    config = serve_config(root, api_key=(ADMIN,), adapter_keys=keys, max_request_bytes=4096)
     live = LiveServer(config).start()
     yield live
     live.stop()
@@ -47,7 +49,12 @@ def test_authentication_and_tenant_isolation(secured):
     assert_error(post(secured, "/v1/completions", key="nope", json=ok_body()), 401, "invalid_api_key")
     assert post(secured, "/v1/completions", key=TENANT_A, json=ok_body(model="alpha")).status_code == 200
     assert post(secured, "/v1/completions", key=TENANT_A, json=ok_body(model="gamma")).status_code == 200
-    assert_error(post(secured, "/v1/completions", key=TENANT_A, json=ok_body(model="beta")), 403, "permission_denied")
+    # Another tenant's adapter answers exactly as one that does not exist (issue 10): nothing tells them apart.
+    theirs = assert_error(post(secured, "/v1/completions", key=TENANT_A, json=ok_body(model="beta")), 404)
+    nobody = assert_error(post(secured, "/v1/completions", key=TENANT_A, json=ok_body(model="nobody")), 404)
+    assert theirs["code"] == nobody["code"] == "model_not_found"
+    assert theirs["message"].replace("beta", "X") == nobody["message"].replace("nobody", "X")
+    assert "alpha" not in nobody["message"] and "gamma" not in nobody["message"]
     assert post(secured, "/v1/completions", key=ADMIN, json=ok_body(model="beta")).status_code == 200
     seen = httpx.get(secured.url + "/v1/models", headers={"Authorization": f"Bearer {TENANT_A}"}).json()
     assert {m["id"] for m in seen["data"]} == {BASE, "alpha", "gamma"}

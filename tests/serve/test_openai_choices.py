@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -166,14 +167,28 @@ def test_all_choices_are_freed_when_the_client_disconnects(server):
 def test_every_choice_counts_against_the_queue_and_a_refused_request_queues_nothing(adapter_root):
     live = LiveServer(serve_config(adapter_root, max_num_seqs=1, max_waiting=2)).start()
     try:
-        long = {"model": BASE, "prompt": "hi", "max_tokens": 100, "temperature": 0, "ignore_eos": True}
-        with slow_steps(live, 0.01):
-            refused = httpx.post(live.url + "/v1/completions", json=long | {"n": 4}, timeout=60)
-            assert_error(refused, 429, "queue_full")  # one slot + two queue places cannot hold four sequences
+        long = {"model": BASE, "prompt": "hi", "max_tokens": 60, "temperature": 0, "ignore_eos": True}
+        # More sequences than the queue ever holds can never be queued: a 400, not a 429 to retry forever.
+        never = httpx.post(live.url + "/v1/completions", json=long | {"n": 3}, timeout=60)
+        assert_error(never, 400, "invalid_request")
+        with slow_steps(live, 0.01), ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(httpx.post, live.url + "/v1/completions", json=long, timeout=60) for _ in range(2)]
+            wait_for(live, lambda h: h["running"] == 1 and h["waiting"] == 1)  # one slot, one queue place taken
+            refused = httpx.post(live.url + "/v1/completions", json=long | {"n": 2}, timeout=60)
+            assert_error(refused, 429, "queue_full")  # the first choice fit, the second did not
             start = time.monotonic()
-            assert wait_for_idle(live)["free_slots"] == 1  # those queued before the refusal were cancelled
+            wait_for(live, lambda h: h["waiting"] <= 1)  # the choice queued before the refusal was cancelled
             assert time.monotonic() - start < 0.5
+            assert all(f.result().status_code == 200 for f in busy)
         ok = httpx.post(live.url + "/v1/completions", json=long | {"n": 2, "max_tokens": 3}, timeout=60)
         assert ok.status_code == 200 and len(ok.json()["choices"]) == 2
     finally:
         live.stop()
+
+
+def wait_for(live: LiveServer, condition, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not condition(health := httpx.get(live.url + "/health").json()):
+        assert time.monotonic() < deadline, health
+        time.sleep(0.005)
+    return health

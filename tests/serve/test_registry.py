@@ -12,6 +12,7 @@ from prefixtune.errors import AdapterFormatError, AdapterNotFoundError, Incompat
 from prefixtune.serve.errors import AdapterExistsError, AdapterNameError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry, AdapterSpec
+from prefixtune.serve.registry_state import hash_key
 
 
 @dataclass(frozen=True)
@@ -125,4 +126,4 @@ def test_load_root_skips_bad_directories(root):
     registry, _, _ = make(root, budget=10_000)
     loaded = asyncio.run(registry.load_root({"a": ["k"]}))
     assert loaded == ["a", "b", "c", "nested"]
-    assert registry.get("a").api_keys == frozenset({"k"})
+    assert registry.get("a").key_sha256 == frozenset({hash_key("k")})

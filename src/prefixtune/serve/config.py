@@ -54,6 +54,23 @@ class ServeConfig:
         default=8, metadata=_help("Largest n (choices per prompt) a request may ask; each choice is a sequence.")
     )
     drain_timeout_s: float = field(default=30.0, metadata=_help("On shutdown, wait this long for requests."))
+    allow_unverified_adapters: bool = field(
+        default=False,
+        metadata=_help(
+            "Serve adapters that record no base_model_fingerprint (PEFT directories, hand-made files); off: "
+            "refused, since nothing proves they were made for this base model."
+        ),
+    )
+    metrics_require_key: bool = field(
+        default=False, metadata=_help("/metrics needs an admin key (--api-key); off: /metrics is open.")
+    )
+    timeout_keep_alive_s: float = field(
+        default=5.0, metadata=_help("Close an idle keep-alive connection after this many seconds (uvicorn).")
+    )
+    limit_concurrency: int | None = field(
+        default=1024,
+        metadata=_help("Most open connections (uvicorn answers 503 above); bounds slow clients holding sockets."),
+    )
 
     def problems(self) -> list[str]:
         out = []
@@ -74,6 +91,14 @@ class ServeConfig:
             out.append(f"max_model_len={self.max_model_len} must be >= 2")
         if self.request_timeout_s <= 0 or self.drain_timeout_s < 0:
             out.append("request_timeout_s must be > 0 and drain_timeout_s >= 0")
+        return out + self._connection_problems()
+
+    def _connection_problems(self) -> list[str]:
+        out = []
+        if self.timeout_keep_alive_s <= 0:
+            out.append(f"timeout_keep_alive_s={self.timeout_keep_alive_s} must be > 0")
+        if self.limit_concurrency is not None and self.limit_concurrency < 1:
+            out.append(f"limit_concurrency={self.limit_concurrency} must be >= 1 (or none)")
         return out
 
     def validate(self) -> ServeConfig:

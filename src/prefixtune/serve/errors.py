@@ -21,9 +21,23 @@ class AdapterNameError(InvalidRequestError):
     """An adapter name or path is not allowed (path traversal, outside the adapter root, bad characters)."""
 
 
+class AccessRuleError(InvalidRequestError):
+    """A load would serve files that are restricted under another name without giving keys (widening access)."""
+
+
 class AdapterExistsError(PrefixtuneError):
     """An adapter of that name is already registered; unload it first."""
 
 
 class EngineShutdownError(PrefixtuneError):
     """The engine is draining or stopped and accepts no new requests."""
+
+
+class RegistryStateError(PrefixtuneError):
+    """The registry's persisted state (access rules, runtime loads) cannot be read or written, or an access rule
+    cannot be established; the adapter is refused rather than opened to every key."""
+
+
+class AdapterIntegrityError(PrefixtuneError):
+    """An adapter's files changed on disk (or broke) after it was loaded, found when it is compiled again after
+    an eviction: a server-side fault (5xx), not the tenant's; an admin must reload the adapter."""

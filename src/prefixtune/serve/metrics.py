@@ -53,6 +53,11 @@ class ServeMetrics:
         self.cache_misses = Counter("prefixtune_adapter_cache_misses", "Compiled-prefix cache misses", registry=r)
         self.cache_evictions = Counter("prefixtune_adapter_cache_evictions", "Compiled prefixes evicted", registry=r)
         self.cache_bytes = Gauge("prefixtune_adapter_cache_bytes", "Bytes of compiled prefixes cached", registry=r)
+        self.integrity_failures = Counter(
+            "prefixtune_adapter_integrity_failures",
+            "Evicted adapters not recompiled because their files changed or broke after loading",
+            registry=r,
+        )
         self.adapters = Gauge("prefixtune_adapters_registered", "Adapters registered", registry=r)
 
     def observe_step(self, batch_size: int, distinct_adapters: int) -> None:

@@ -50,7 +50,7 @@ def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI
         raise ConfigError(f"--adapters {root} is not a directory")
     registry = AdapterRegistry(
         root,
-        PrefixAdapterCompiler(model),
+        PrefixAdapterCompiler(model, allow_unverified=config.allow_unverified_adapters),
         cache_bytes=int(config.adapter_cache_mb * 2**20),
         metrics=metrics,
         reserved_names=(name,),
@@ -69,6 +69,8 @@ def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI
         request_timeout_s=config.request_timeout_s,
         default_max_tokens=config.default_max_tokens,
         max_n=config.max_n,
+        max_waiting=config.max_waiting,
+        metrics_require_key=config.metrics_require_key,
     )
     keys = read_adapter_keys(config.adapter_keys)
 
@@ -94,4 +96,6 @@ def serve(config: ServeConfig) -> None:
         port=config.port,
         log_level="info",
         timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
+        timeout_keep_alive=max(1, int(config.timeout_keep_alive_s)),
+        limit_concurrency=config.limit_concurrency,
     )

@@ -27,7 +27,9 @@ _GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over `max_bytes`, by Content-Length or by counting a chunked body."""
+    """413 `request_too_large` for request bodies over `max_bytes`, by Content-Length or by counting a chunked
+    body. The body is read here, before the app (FastAPI turns any error while it reads a body into a 400), then
+    replayed; later `receive` calls (disconnect checks) go to the server."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -40,29 +42,27 @@ class BodyLimitMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        chunks, seen, message = [], 0, {"type": "http.request", "more_body": True}
+        while message["type"] == "http.request" and message.get("more_body", False):
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
+            chunk = message.get("body", b"") if message["type"] == "http.request" else b""
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(chunk)
+        if message["type"] != "http.request":  # the client left while sending
+            return
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+        async def replaying_receive() -> Message:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replaying_receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"request body is larger than the server's limit of {self.max_bytes} bytes"
         await error_response(413, message, "invalid_request_error", "request_too_large")(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class RequestMetricsMiddleware:
@@ -77,7 +77,7 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http" or path not in _GENERATION_PATHS:  # bounded label values
             await self.app(scope, receive, send)
             return
-        start, status = time.monotonic(), "499"
+        start, status = time.monotonic(), "499"  # stays 499 only if the client left before any response
 
         async def observing_send(message: Message) -> None:
             nonlocal status
@@ -87,6 +87,10 @@ class RequestMetricsMiddleware:
 
         try:
             await self.app(scope, receive, observing_send)
+        except Exception:
+            if status == "499":  # no response started: the 500 is sent by the outer error middleware
+                status = "500"
+            raise
         finally:
             self.metrics.requests.labels(path, status).inc()
             self.metrics.request_latency.observe(time.monotonic() - start)

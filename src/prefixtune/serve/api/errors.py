@@ -23,11 +23,14 @@ from prefixtune.errors import (
 )
 from prefixtune.serve.api.protocol import ErrorInfo, ErrorResponse
 from prefixtune.serve.errors import (
+    AccessRuleError,
     AdapterExistsError,
+    AdapterIntegrityError,
     AdapterNameError,
     ContextLengthError,
     EngineShutdownError,
     InvalidRequestError,
+    RegistryStateError,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class ErrorKind:
 ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ContextLengthError, ErrorKind(400, "invalid_request_error", "context_length_exceeded")),
     (AdapterNameError, ErrorKind(400, "invalid_request_error", "invalid_adapter_name")),
+    (AccessRuleError, ErrorKind(400, "invalid_request_error", "access_rule_required")),
     (InvalidRequestError, ErrorKind(400, "invalid_request_error", "invalid_request")),
     (ConfigError, ErrorKind(400, "invalid_request_error", "invalid_config")),
     (IncompatibleBaseModelError, ErrorKind(400, "invalid_request_error", "incompatible_base_model")),
@@ -80,9 +84,20 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (EngineFailedError, ErrorKind(503, "service_unavailable", "engine_error", retry_after=True)),
     (RequestTimeoutError, ErrorKind(504, "timeout_error", "timeout")),
     (ClientDisconnected, ErrorKind(499, "client_closed_request", "client_closed_request")),
+    # Server-side faults, logged where they happen; their messages name no server path.
+    (AdapterIntegrityError, ErrorKind(500, "internal_error", "adapter_integrity_error")),
+    (RegistryStateError, ErrorKind(500, "internal_error", "registry_state_error")),
 )
 
 _STATUS_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+# Starlette/FastAPI's own HTTP errors (unknown route, wrong method, a body that is not UTF-8 JSON): a code too.
+_STATUS_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def classify(exc: BaseException) -> ErrorKind | None:
@@ -113,6 +128,8 @@ async def _typed(request: Request, exc: Exception) -> JSONResponse:
     kind = classify(exc)
     if kind is None:
         return await _unexpected(request, exc)
+    if kind.status >= 500:
+        logger.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
     return error_response(kind.status, str(exc) or type(exc).__name__, kind.type, kind.code, retry=kind.retry_after)
 
 
@@ -126,7 +143,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
-    return error_response(exc.status_code, str(exc.detail), type_, None)
+    return error_response(exc.status_code, str(exc.detail), type_, _STATUS_CODES.get(exc.status_code, "http_error"))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

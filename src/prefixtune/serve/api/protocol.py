@@ -18,7 +18,38 @@ MAX_STOP_STRINGS = 4
 MAX_LOGPROBS = 20  # alternatives per position, as vLLM (OpenAI: 5 for completions, 20 for chat)
 
 
-class _Lenient(BaseModel):
+def _check_text(data: Any) -> Any:
+    """Refuse strings that are not valid Unicode text anywhere in a request body, keys included (iteratively,
+    so nesting depth costs no recursion). JSON escapes can carry lone surrogates ("\\ud800"), which no
+    tokenizer, log line or UTF-8 response can take (issue 10: they were 500s)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "a string holds a lone UTF-16 surrogate (such as \\ud800), which is not text; send valid UTF-8"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return data
+
+
+class _Checked(BaseModel):
+    """A request body: every string in it must be valid text."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_text(cls, data: Any) -> Any:
+        return _check_text(data)
+
+
+class _Lenient(_Checked):
     model_config = ConfigDict(extra="allow")
 
 
@@ -244,13 +275,31 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class LoadAdapterRequest(BaseModel):
+class LoadAdapterRequest(_Checked):
     """POST /v1/adapters: a directory inside the adapter root, registered under `name`."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128)
     path: str = Field(min_length=1, max_length=4096)
-    api_keys: list[str] = Field(default_factory=list, max_length=64)
+    api_keys: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="keys that may use the adapter (they replace its rule); empty: keep the name's rule",
+    )
+
+    @field_validator("name", "path")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _nonempty_keys(cls, value: list[str]) -> list[str]:
+        if any(not k or len(k) > 256 for k in value):
+            raise ValueError("each API key must be 1-256 characters")
+        return value
 
 
 class AdapterDeleted(BaseModel):

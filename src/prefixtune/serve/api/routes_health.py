@@ -1,11 +1,12 @@
-"""GET /health (200 while serving, 503 while draining) and GET /metrics (Prometheus)."""
+"""GET /health (200 while serving, 503 while draining) and GET /metrics (Prometheus; an admin key with
+--metrics-require-key)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from prefixtune.serve.api.deps import EngineDep, MetricsDep
+from prefixtune.serve.api.deps import EngineDep, MetricsAccessDep, MetricsDep
 from prefixtune.serve.api.protocol import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -25,5 +26,5 @@ async def health(engine: EngineDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(metrics: MetricsDep) -> Response:
+async def metrics(metrics: MetricsDep, access: MetricsAccessDep) -> Response:
     return Response(metrics.render(), media_type=metrics.content_type)

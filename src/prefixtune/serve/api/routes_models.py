@@ -19,7 +19,7 @@ def adapter_card(info: AdapterInfo, base: str) -> ModelCard:
     return ModelCard(
         id=info.name,
         created=info.created,
-        root=info.path,
+        root=info.name,  # not the directory: server paths are not shown to tenants
         parent=base,
         method=info.method,
         num_virtual_tokens=info.num_virtual_tokens,

@@ -61,11 +61,18 @@ def _log_extra(body: CompletionRequest | ChatCompletionRequest) -> None:
         logger.debug("ignoring unknown request fields %s", sorted(body.model_extra))
 
 
-def _check_n(body: CompletionRequest | ChatCompletionRequest, settings: ApiSettings) -> None:
+def _check_n(body: CompletionRequest | ChatCompletionRequest, settings: ApiSettings, num_prompts: int = 1) -> None:
     if body.n > settings.max_n:
         raise InvalidRequestError(
             f"n={body.n} is above this server's limit of {settings.max_n} choices per prompt (--max-n); "
             "ask for fewer choices, or send several requests"
+        )
+    sequences = body.n * num_prompts
+    if settings.max_waiting is not None and sequences > settings.max_waiting:  # could never be queued: not a 429
+        raise InvalidRequestError(
+            f"the request needs {sequences} sequences (n={body.n} x {num_prompts} prompts), more than this "
+            f"server ever queues at once ({settings.max_waiting}, --max-waiting); send fewer prompts or choices "
+            "per request"
         )
 
 
@@ -140,8 +147,8 @@ async def create_completion(
 ) -> CompletionResponse | StreamingResponse:
     """POST /v1/completions."""
     _log_extra(body)
-    _check_n(body, settings)
-    adapter = access.adapter_for(engine, body.model)  # 404/401/403 before any work
+    _check_n(body, settings, len(body.prompts()))
+    adapter = access.adapter_for(engine, body.model)  # 404/401 before any work
     prompts = _completion_prompts(engine, body)
     request_id = new_id("cmpl")
     streams = await _submit(engine, adapter, body, prompts, body.max_tokens or 16, request_id)
@@ -220,7 +227,7 @@ async def create_chat_completion(
     """POST /v1/chat/completions."""
     _log_extra(body)
     _check_n(body, settings)
-    adapter = access.adapter_for(engine, body.model)  # 404/401/403 before any work
+    adapter = access.adapter_for(engine, body.model)  # 404/401 before any work
     prompt = _chat_prompt(engine, body)
     request_id = new_id("chatcmpl")
     max_tokens = _chat_max_tokens(engine, body, settings, len(prompt.token_ids))

@@ -122,7 +122,8 @@ class AdapterInfo:
         method: "prefix", "kv" or "prompt".
         num_virtual_tokens: m.
         created: unix time it was registered.
-        api_keys: keys that may use it (empty: any key that passes the server's own check).
+        key_sha256: sha256 (hex) of the keys that may use it (empty: any key that passes the server's own
+            check). Raw keys are never kept (issue 10).
         is_cached: whether its compiled prefix is in the cache now.
     """
 
@@ -131,7 +132,7 @@ class AdapterInfo:
     method: str
     num_virtual_tokens: int
     created: int
-    api_keys: frozenset[str] = frozenset()
+    key_sha256: frozenset[str] = frozenset()
     is_cached: bool = False
 
 
