@@ -85,6 +85,7 @@ async def test_load_and_unload_while_requests_run(private_root):
                 bad = await client.post("/v1/adapters", json={"name": "epsilon", "path": path})
                 assert bad.status_code == 400, (path, bad.text)
                 assert bad.json()["error"]["code"] == code, (path, bad.text)
+                assert str(private_root) not in bad.text  # no server paths
             assert (await client.get("/v1/models")).json()["data"] == before["data"]
             again = await complete(client, {"model": "delta", "prompt": "hi", "max_tokens": 3, "temperature": 0})
             assert again["choices"] == new["choices"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from prefixtune.errors import AdapterFormatError, AdapterNotFoundError, PrefixtuneError
+from prefixtune.errors import AdapterFormatError, AdapterNotFoundError, IncompatibleBaseModelError, PrefixtuneError
 from prefixtune.serve.adapter_digest import adapter_digest
 from prefixtune.serve.engine.messages import AdapterInfo
 from prefixtune.serve.errors import AdapterExistsError, AdapterIntegrityError, AdapterNameError
@@ -176,8 +176,11 @@ class AdapterRegistry:
                 raise AdapterExistsError(f"an adapter named {name!r} is already loaded; unload it first")
             keys = frozenset(hash_key(k) for k in api_keys) if api_keys else self.state.rule(name, relative)
             digest = await asyncio.to_thread(self._digest, full)
-            spec = await asyncio.to_thread(self.compiler.inspect, full)
-            prefix = await self.run_compile(lambda: self.compiler.compile(full))
+            try:
+                spec = await asyncio.to_thread(self.compiler.inspect, full)
+                prefix = await self.run_compile(lambda: self.compiler.compile(full))
+            except (AdapterFormatError, IncompatibleBaseModelError) as exc:  # no server paths in HTTP answers
+                raise type(exc)(str(exc).replace(str(self.root), "<adapter root>")) from None
             if await asyncio.to_thread(self._digest, full) != digest:
                 raise AdapterFormatError(f"adapter {name!r} changed on disk while it was loading; load it again")
             with self.state.change():
