@@ -10,6 +10,7 @@ check that both serve the same adapters.
 
     .venv/bin/python bench/serve_load.py             # writes bench/RESULTS-serve.md, bench/results-serve.json
     .venv/bin/python bench/serve_load.py --quick     # smoke run
+    .venv-vllm/bin/python bench/serve_load.py --engine vllm   # the vLLM engine (bench/serve_load_vllm.py)
 """
 
 from __future__ import annotations
@@ -289,6 +290,18 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def main() -> None:
+    if "--engine" in sys.argv:  # `--engine vllm`: the vLLM benchmark (its own flags; see serve_load_vllm.py)
+        i = sys.argv.index("--engine")
+        engine = sys.argv[i + 1] if i + 1 < len(sys.argv) else ""
+        rest = sys.argv[1:i] + sys.argv[i + 2 :]
+        if engine == "vllm":
+            from serve_load_vllm import main as vllm_main
+
+            vllm_main(rest)
+            return
+        if engine != "prefixtune":
+            sys.exit(f"--engine must be prefixtune or vllm, not {engine!r}")
+        sys.argv[1:] = rest
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapters", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 30])
     parser.add_argument("--requests", type=int, default=48)

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from prefixtune.core.hf import checkpointing
 from prefixtune.core.hf.attention import install
 from prefixtune.core.hf.layers import decoder_layers, num_layers
 
@@ -134,11 +135,12 @@ def capture_kv(
     position_ids = torch.arange(T, device=device)[None]
     kwargs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     try:
-        if layer_inputs is not None:
-            with _replace_layer_inputs(model, layer_inputs):
+        with checkpointing.suspended(model):
+            if layer_inputs is not None:
+                with _replace_layer_inputs(model, layer_inputs):
+                    model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
+            else:
                 model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
-        else:
-            model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
     except _CaptureComplete:
         pass
     if any(k is None for k in capture.keys):

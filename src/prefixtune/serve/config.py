@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from prefixtune.errors import ConfigError
 
+ENGINES = ("prefixtune", "vllm")
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -54,6 +56,31 @@ class ServeConfig:
         default=8, metadata=_help("Largest n (choices per prompt) a request may ask; each choice is a sequence.")
     )
     drain_timeout_s: float = field(default=30.0, metadata=_help("On shutdown, wait this long for requests."))
+    engine: str = field(
+        default="prefixtune",
+        metadata=_help(
+            "Engine: 'prefixtune' (built in: one process, CPU or one GPU) or 'vllm' (vLLM with the prefixtune KV "
+            "connector: paged cache, prefix caching, tensor/data parallelism; `make setup-vllm`)."
+        ),
+    )
+    vllm_tensor_parallel_size: int = field(default=1, metadata=_help("vLLM: tensor-parallel size."))
+    vllm_data_parallel_size: int = field(default=1, metadata=_help("vLLM: data-parallel size."))
+    vllm_dtype: str = field(default="auto", metadata=_help("vLLM: weights dtype (auto, float32, bfloat16, float16)."))
+    vllm_gpu_memory_utilization: float = field(default=0.9, metadata=_help("vLLM: share of GPU memory to use."))
+    vllm_enable_prefix_caching: bool = field(
+        default=True, metadata=_help("vLLM: prefix caching (adapters' placeholder blocks are shared per adapter).")
+    )
+    vllm_block_size: int | None = field(default=None, metadata=_help("vLLM: KV-cache block size (default: vLLM's)."))
+    vllm_kv_cache_gb: float | None = field(
+        default=None, metadata=_help("vLLM: KV-cache size in GiB (default: vLLM's; on a CPU, 4).")
+    )
+    vllm_enforce_eager: bool = field(
+        default=False, metadata=_help("vLLM: no torch.compile/CUDA graphs (faster start, slower steps).")
+    )
+    vllm_kv_dir: str | None = field(
+        default=None,
+        metadata=_help("vLLM: directory of compiled adapter KV packs (default: the prefixtune cache's vllm-kv/)."),
+    )
     allow_unverified_adapters: bool = field(
         default=False,
         metadata=_help(
@@ -91,7 +118,22 @@ class ServeConfig:
             out.append(f"max_model_len={self.max_model_len} must be >= 2")
         if self.request_timeout_s <= 0 or self.drain_timeout_s < 0:
             out.append("request_timeout_s must be > 0 and drain_timeout_s >= 0")
-        return out + self._connection_problems()
+        return out + self._connection_problems() + self._engine_problems()
+
+    def _engine_problems(self) -> list[str]:
+        out = []
+        if self.engine not in ENGINES:
+            out.append(f"engine={self.engine!r} must be one of {', '.join(ENGINES)}")
+        for name in ("vllm_tensor_parallel_size", "vllm_data_parallel_size"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}={getattr(self, name)} must be >= 1")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            out.append(f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization} must be in (0, 1]")
+        if self.vllm_kv_cache_gb is not None and self.vllm_kv_cache_gb <= 0:
+            out.append(f"vllm_kv_cache_gb={self.vllm_kv_cache_gb} must be > 0")
+        if self.vllm_block_size is not None and self.vllm_block_size < 1:
+            out.append(f"vllm_block_size={self.vllm_block_size} must be >= 1")
+        return out
 
     def _connection_problems(self) -> list[str]:
         out = []

@@ -19,6 +19,7 @@ from prefixtune.serve.api.deps import ApiSettings
 from prefixtune.serve.compiler import PrefixAdapterCompiler
 from prefixtune.serve.config import ServeConfig
 from prefixtune.serve.engine.engine import AsyncEngine, EngineConfig
+from prefixtune.serve.engine.protocol import Engine
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
 
@@ -40,14 +41,14 @@ def read_adapter_keys(path: str | None) -> dict[str, list[str]]:
     return data
 
 
-def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI:
-    """The server application for a loaded model (the engine starts with the app's lifespan)."""
-    config.validate()
-    metrics = ServeMetrics()
-    name = config.served_model_name or Path(config.model).name
-    root = Path(config.adapters) if config.adapters else None
-    if root is not None and not root.is_dir():
-        raise ConfigError(f"--adapters {root} is not a directory")
+def build_engine(
+    model: nn.Module, tokenizer: Any, config: ServeConfig, metrics: ServeMetrics, root: Path | None, name: str
+) -> tuple[Engine, AdapterRegistry]:
+    """The engine `config.engine` names, with its registry (same rules for both; the compiled form differs)."""
+    if config.engine == "vllm":
+        from prefixtune.vllm.server import build_vllm_engine  # needs vllm: `make setup-vllm`
+
+        return build_vllm_engine(model, tokenizer, config, metrics, root, name)
     registry = AdapterRegistry(
         root,
         PrefixAdapterCompiler(model, allow_unverified=config.allow_unverified_adapters),
@@ -62,7 +63,18 @@ def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI
         max_waiting=config.max_waiting,
         max_model_len=config.max_model_len,
     )
-    engine = AsyncEngine(model, tokenizer, registry, engine_config, metrics)
+    return AsyncEngine(model, tokenizer, registry, engine_config, metrics), registry
+
+
+def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI:
+    """The server application for a loaded model (the engine starts with the app's lifespan)."""
+    config.validate()
+    metrics = ServeMetrics()
+    name = config.served_model_name or Path(config.model).name
+    root = Path(config.adapters) if config.adapters else None
+    if root is not None and not root.is_dir():
+        raise ConfigError(f"--adapters {root} is not a directory")
+    engine, registry = build_engine(model, tokenizer, config, metrics, root, name)
     settings = ApiSettings(
         api_keys=frozenset(config.api_key),
         max_request_bytes=config.max_request_bytes,
