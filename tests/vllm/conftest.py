@@ -24,8 +24,6 @@ import transformers
 import prefixtune as pt
 from tests.train.conftest import make_tokenizer
 
-pytest.importorskip("vllm", reason="the vLLM engine tests need vLLM: run `make setup-vllm` (CI runs them)")
-
 BLOCK_SIZE = 32  # the CPU backend's smallest block
 # m = 1, m not a multiple of the block size, m spanning two blocks; one adapter per method.
 ADAPTERS = {

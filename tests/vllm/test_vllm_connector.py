@@ -11,6 +11,8 @@ from prefixtune.io.kv_pack import write_kv_pack
 from prefixtune.vllm.addressing import adapter_params, adapter_prompt
 from tests.vllm.conftest import ADAPTERS, BLOCK_SIZE, reference_model
 
+pytest.importorskip("vllm", reason="the vLLM engine tests need vLLM: run `make setup-vllm` (CI runs them)")
+
 PROMPTS = [[5, 9, 33, 60, 70, 12], [44, 45, 46], [7, 8, 9, 10, 11, 12, 13, 14, 15], [100, 101], [20, 21, 22, 23]]
 MAX_TOKENS = 64
 

@@ -25,6 +25,8 @@ from tests.vllm.conftest import (
     save_adapter,
 )
 
+pytest.importorskip("vllm", reason="the vLLM engine tests need vLLM: run `make setup-vllm` (CI runs them)")
+
 PROMPTS = [[5, 9, 33, 60, 70, 12], [44, 45, 46], [7, 8, 9, 10, 11, 12, 13, 14, 15], [100, 101]]
 MODELS = [*ADAPTERS, None]
 
