@@ -110,9 +110,11 @@ def free_port() -> int:
 class VllmServer:
     """`prefixtune serve --engine vllm` in a subprocess on 127.0.0.1 (stopped with SIGINT: a graceful drain)."""
 
-    def __init__(self, model_dir: Path, adapter_root: Path, kv_dir: Path, log: Path, *flags: str) -> None:
+    def __init__(
+        self, model_dir: Path, adapter_root: Path, kv_dir: Path, log: Path, *flags: str, env: dict | None = None
+    ) -> None:
         self.port = free_port()
-        self.log = log
+        self.log, self.env = log, env or {}
         self.command = [
             sys.executable, "-m", "prefixtune.cli.main", "serve", "--engine", "vllm",
             "--model", str(model_dir), "--served-model-name", "tiny", "--adapters", str(adapter_root),
@@ -128,7 +130,7 @@ class VllmServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 240.0) -> VllmServer:
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), **self.env)
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
