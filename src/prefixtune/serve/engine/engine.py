@@ -30,6 +30,7 @@ from prefixtune.serve.engine.messages import (
 from prefixtune.serve.engine.request import Sequence as EngineSequence
 from prefixtune.serve.engine.runner import ModelRunner
 from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
+from prefixtune.serve.engine.text_codec import TextCodec
 from prefixtune.serve.errors import ContextLengthError, EngineShutdownError, InvalidRequestError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
@@ -121,7 +122,7 @@ class AsyncEngine:
             metrics=metrics,
         )
         registry.run_compile = self._run_on_engine_thread
-        self._token_strings: dict[int, str] = {}  # id -> the token decoded alone; bounded by the vocabulary
+        self.codec = TextCodec(tokenizer)  # tokenizing, templating, decoding: shared with the vLLM engine
         self._queues: dict[str, asyncio.Queue[GenerationOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.is_accepting = False
@@ -156,22 +157,16 @@ class AsyncEngine:
         return self._max_len
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text)["input_ids"])
+        return self.codec.encode(text)
 
     def decode(self, token_ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+        return self.codec.decode(token_ids)
 
     def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        missing = {t for t in token_ids if t not in self._token_strings}
-        for t in missing:  # special tokens kept: an end-of-sequence token shows as itself, not as ""
-            self._token_strings[t] = self.tokenizer.decode([t], skip_special_tokens=False)
-        return [self._token_strings[t] for t in token_ids]
+        return self.codec.token_strings(token_ids)
 
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
-        messages = [{"role": t.role, "content": t.content} for t in turns]
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return self.codec.render_chat(turns)
 
     async def submit(self, request: GenerationRequest) -> RequestStream:
         if not self.is_accepting:
