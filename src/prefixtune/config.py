@@ -1,6 +1,7 @@
 """`PrefixConfig`: what an adapter is (method, size, initialization, reparametrization, positions).
 
-Read by every layer of the package; depends only on `errors`. Field help strings are reused by the CLI, so
+Read by every layer of the package; depends only on `errors` and the method registry (asked for names, and for
+the chosen method's own rules, never branched on by name here). Field help strings are reused by the CLI, so
 a flag and a field are one thing.
 """
 
@@ -12,8 +13,8 @@ from typing import Any, Literal
 
 from prefixtune.errors import ConfigError
 
-Method = Literal["prefix", "kv", "prompt"]
-METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")
+Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may be registered
+METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
 INITS: tuple[str, ...] = ("random", "vocab", "text")
 POSITION_CONVENTIONS: tuple[str, ...] = ("shifted",)
 
@@ -71,9 +72,11 @@ class PrefixConfig:
 
     def problems(self) -> list[str]:
         """Every problem with this configuration (empty when valid)."""
+        from prefixtune.parametrizations.registry import is_registered, parametrization_class, registered_methods
+
         out: list[str] = []
-        if self.method not in METHODS:
-            out.append(f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}")
+        if not is_registered(self.method):
+            out.append(f"method={self.method!r} is unknown; choose one of {', '.join(registered_methods())}")
         if not isinstance(self.num_virtual_tokens, int) or self.num_virtual_tokens < 1:
             out.append(f"num_virtual_tokens={self.num_virtual_tokens!r} must be an integer >= 1")
         if self.init not in INITS:
@@ -84,8 +87,8 @@ class PrefixConfig:
             out.append(f"init_text is given but init={self.init!r}; set init='text' to use it")
         if self.reparam_hidden is not None and (not isinstance(self.reparam_hidden, int) or self.reparam_hidden < 1):
             out.append(f"reparam_hidden={self.reparam_hidden!r} must be a positive integer or None")
-        if self.reparam_hidden is not None and self.method == "prompt":
-            out.append("reparam_hidden is for methods 'prefix' and 'kv'; prompt tuning trains the prompt directly")
+        if is_registered(self.method):
+            out += parametrization_class(self.method).config_problems(self)
         if self.position_convention not in POSITION_CONVENTIONS:
             out.append(
                 f"position_convention={self.position_convention!r} is unknown; "

@@ -19,16 +19,17 @@ from torch import nn
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.fingerprint import compare, fingerprint
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.hf import checkpointing
-from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
+from prefixtune.core.hf.geometry import read_geometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.core.reference import reference_logits
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
 from prefixtune.generation.generate import generate_with_prefixes
 from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, save_adapter_dir
 from prefixtune.io.peft_import import read_adapter_files
-from prefixtune.parametrizations import Parametrization, build_parametrization, parametrization_class
+from prefixtune.parametrizations import build_parametrization, parametrization_class
+from prefixtune.parametrizations.base import Parametrization
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ class PrefixModel(nn.Module):
     def adapter_config(self, name: str | None = None) -> PrefixConfig:
         return self._adapter(name).config
 
+    def get_adapter(self, name: str | None = None) -> Parametrization:
+        """The parametrization of adapter `name` (default: active); ask it about its method.
+
+        Raises:
+            AdapterNotFoundError: no such adapter.
+        """
+        return self._adapter(name)
+
     def adapter_metadata(self, name: str | None = None) -> dict[str, Any]:
         """Free-form metadata saved with the adapter (train/ stores the task format here)."""
         return dict(self._metadata.get(self._resolve(name), {}))
@@ -105,7 +114,7 @@ class PrefixModel(nn.Module):
     def prefix_states(self, name: str | None = None) -> torch.Tensor:
         """Method "prefix": the effective hidden-state prefixes P^l, (L, m, d)."""
         adapter = self._adapter(name)
-        if adapter.method != "prefix":
+        if not isinstance(adapter, parametrization_class("prefix")):
             raise ConfigError(f"prefix_states is for method 'prefix'; adapter {name!r} is {adapter.method!r}")
         return adapter.states()
 
@@ -348,14 +357,12 @@ def reference_forward(
     *,
     adapter_name: str | None = None,
 ) -> torch.Tensor:
-    """Logits (B, n, V) of adapter `adapter_name` computed by the literal reference path (methods prefix, prompt).
+    """Logits (B, n, V) of adapter `adapter_name` computed by the method's literal reference path.
 
     The executable specification of DESIGN.md §1: tests prove the fast path equal to it.
+
+    Raises:
+        ConfigError: the adapter's method has no literal reference.
     """
-    config = pm.adapter_config(adapter_name)
-    adapter = pm.adapters[adapter_name or pm.active_adapter]
-    if config.method == "prefix":
-        return reference_logits(pm.base_model, input_ids, attention_mask, layer_prefixes=pm.prefix_states(adapter_name))
-    if config.method == "prompt":
-        return reference_logits(pm.base_model, input_ids, attention_mask, prompt=adapter.prompt)
-    raise ConfigError(f"the reference path covers methods 'prefix' and 'prompt', not {config.method!r}")
+    with torch.no_grad():
+        return pm._adapter(adapter_name).reference_logits(pm.base_model, input_ids, attention_mask)

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, then print what was written."""
     import prefixtune as pt
-    from prefixtune.io.peft_export import export_peft
+    from prefixtune.io.peft_export import default_peft_type, export_peft
     from prefixtune.io.peft_import import import_peft
     from prefixtune.models import load_model
 
@@ -72,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     pm = pt.load_adapter(model, args.src, tokenizer=tokenizer)
     dst = export_peft(pm, args.dst, peft_type=args.peft_type)
-    kind = args.peft_type or ("PROMPT_TUNING" if pm.adapter_config().method == "prompt" else "PREFIX_TUNING")
+    kind = args.peft_type or default_peft_type(pm.adapter_config().method)
     print(f"wrote PEFT {kind} adapter to {dst}")
     return 0

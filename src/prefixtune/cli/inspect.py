@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
 import torch
@@ -21,23 +20,6 @@ examples:
   prefixtune inspect runs/demo/adapter
   prefixtune inspect runs/demo/adapter --json | jq .per_layer_norms
 """
-
-# What each method trains and where it enters the frozen model (DESIGN.md §1).
-DESCRIPTIONS: dict[str, tuple[str, str]] = {
-    "prefix": (
-        "hidden-state prefixes P^l, one (m x d) matrix per layer",
-        "every layer sees [P^l ; H^(l-1)]; P^l reaches the real tokens only through the keys/values the "
-        "layer's frozen attention computes from it (prefix outputs are discarded)",
-    ),
-    "kv": (
-        "per-layer keys and values, (H_kv x m x D) each",
-        "prepended to every layer's attention keys/values",
-    ),
-    "prompt": (
-        "a soft prompt, m x d vectors prepended once to the token embeddings",
-        "flows through every layer like ordinary tokens; compiled to per-layer keys/values for serving",
-    ),
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,30 +36,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def per_layer_norms(tensors: dict[str, torch.Tensor]) -> list[float]:
-    """L2 norm of each layer's trained numbers (keys and values together for kv; one entry for a prompt)."""
-    if "prefix" in tensors:  # (L, m, d)
-        return [float(t.norm()) for t in tensors["prefix"]]
-    layered: dict[int, float] = {}
-    for name, tensor in tensors.items():
-        match = re.fullmatch(r"(keys|values)\.(\d+)", name)
-        if match:
-            index = int(match.group(2))
-            layered[index] = layered.get(index, 0.0) + float(tensor.norm()) ** 2
-    if layered:
-        return [layered[i] ** 0.5 for i in sorted(layered)]
+def per_layer_norms(method: str, tensors: dict[str, torch.Tensor]) -> list[float]:
+    """L2 norm of each layer's trained numbers (the method's per-layer view); one entry for a method that
+    trains nothing per layer (a prompt)."""
+    from prefixtune.parametrizations import parametrization_class
+
+    layers = parametrization_class(method).layer_views(tensors)
+    if layers:
+        return [float(t.norm()) for t in layers]
     return [float(torch.linalg.vector_norm(torch.cat([t.flatten() for t in tensors.values()])))]
 
 
 def describe(path: str) -> dict[str, Any]:
     """The adapter's description as a JSON-ready dict."""
     from prefixtune.io.peft_import import read_adapter_files
+    from prefixtune.parametrizations import parametrization_class
 
     files = read_adapter_files(path)  # ours or a PEFT directory
     cfg = files.config
     raw = files.raw_config
     trained = {k: v for k, v in files.tensors.items() if not k.startswith("compiled")}
-    trains, where = DESCRIPTIONS.get(cfg.method, ("?", "?"))
+    cls = parametrization_class(cfg.method)
     return {
         "path": str(files.path),
         "method": cfg.method,
@@ -88,9 +67,9 @@ def describe(path: str) -> dict[str, Any]:
         "position_convention": cfg.position_convention,
         "init": cfg.init,
         "reparam_hidden_during_training": cfg.reparam_hidden,
-        "trains": trains,
-        "injected": where,
-        "per_layer_norms": [round(n, 4) for n in per_layer_norms(trained)],
+        "trains": cls.trains,
+        "injected": cls.injected,
+        "per_layer_norms": [round(n, 4) for n in per_layer_norms(cfg.method, trained)],
         "tensors": {k: list(t.shape) for k, t in files.tensors.items()},
         "base_model_fingerprint": files.fingerprint,
         "format_version": raw.get("format_version"),

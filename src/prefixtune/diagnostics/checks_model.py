@@ -30,11 +30,11 @@ def check_fingerprint(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
 
 
 def check_layers(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
-    """The adapter covers another number of layers than the model has."""
-    if adapter.method == "prompt":
-        return []  # one prompt, at the embeddings
-    have = adapter.kv_layer_count() if adapter.method == "kv" else int(adapter.tensors["prefix"].shape[0])
-    want = facts.geometry.num_layers
+    """The adapter covers another number of layers than the model has (methods with per-layer tensors)."""
+    layers = adapter.layers()
+    if layers is None:
+        return []  # nothing per layer (a prompt, at the embeddings)
+    have, want = len(layers), facts.geometry.num_layers
     if have == want:
         return []
     return [
@@ -48,32 +48,8 @@ def check_layers(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
 
 def check_width(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     """The adapter's vectors do not have the model's width (hidden size, or key/value heads x head size)."""
-    geometry = facts.geometry
-    if adapter.method == "kv":
-        for i, (H, D) in enumerate(geometry.kv_shapes):
-            for kind in ("keys", "values"):
-                tensor = adapter.tensors.get(f"{kind}.{i}")
-                if tensor is not None and (tensor.shape[0], tensor.shape[-1]) != (H, D):
-                    return [
-                        Finding(
-                            "width_mismatch",
-                            f"layer {i} {kind} have {tensor.shape[0]} heads of size {tensor.shape[-1]}, but the "
-                            f"model's attention uses {H} key/value heads of size {D}",
-                            _RIGHT_MODEL,
-                        )
-                    ]
-        return []
-    name = "prefix" if adapter.method == "prefix" else "prompt"
-    width = int(adapter.tensors[name].shape[-1])
-    if width == geometry.hidden_size:
-        return []
-    return [
-        Finding(
-            "width_mismatch",
-            f"the adapter's {name} vectors have width {width}, but the model's hidden size is {geometry.hidden_size}",
-            _RIGHT_MODEL,
-        )
-    ]
+    problem = adapter.method_class.width_problem(adapter.tensors, facts.geometry)
+    return [] if problem is None else [Finding("width_mismatch", problem, _RIGHT_MODEL)]
 
 
 def check_positions(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:

@@ -29,7 +29,7 @@ CHECKS: list[Check] = [
     checks_values.check_shared,
     checks_values.check_zero,
 ]
-SHAPE_DEPENDENT_CHECKS: list[Check] = [checks_values.check_embedding_only]
+SHAPE_DEPENDENT_CHECKS: list[Check] = [checks_values.check_method]
 
 
 def run_doctor(model: nn.Module, adapter_path: str | os.PathLike) -> DoctorReport:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from prefixtune.config import METHODS
 from prefixtune.errors import AdapterFormatError
 from prefixtune.io.adapter_dir import COMPILED_PREFIX, CONFIG_FILE, WEIGHTS_FILE
-from prefixtune.io.peft_format import PREFIX_TUNING, is_peft_dir, read_peft_dir
-
-_KV_NAME = re.compile(r"^(keys|values)\.(\d+)$")
+from prefixtune.io.peft_format import PEFT_POSITION_CONVENTION, is_peft_dir, read_peft_dir
+from prefixtune.io.peft_import import method_for_peft_type
+from prefixtune.parametrizations import is_registered, parametrization_class, registered_methods
+from prefixtune.parametrizations.base import Parametrization
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +33,11 @@ class RawAdapter:
     Attributes:
         path: the directory.
         source: "prefixtune" or "peft".
-        method: "prefix", "kv" or "prompt".
+        method: a registered method ("prefix", "kv", "prompt", ...).
         num_virtual_tokens: m as recorded.
         position_convention: as recorded (may be one this version does not know).
         fingerprint: the recorded base-model fingerprint (None for PEFT adapters).
-        tensors: the trained tensors under prefixtune's names ("prefix" (L, m, d); "keys.{l}"/"values.{l}"
-            (H_kv, m, D); "prompt" (m, d)), as stored.
+        tensors: the trained tensors under the method's names (`Parametrization.expected_shapes`), as stored.
         extra: other stored tensors (compiled keys/values), checked for NaN/Inf only.
     """
 
@@ -52,22 +50,15 @@ class RawAdapter:
     tensors: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
 
-    def kv_layer_count(self) -> int:
-        """Method "kv": the number of layers the tensors cover (highest index + 1)."""
-        indices = [int(match.group(2)) for name in self.tensors if (match := _KV_NAME.match(name))]
-        return max(indices) + 1 if indices else 0
+    @property
+    def method_class(self) -> type[Parametrization]:
+        """The method's parametrization class, which answers every method-specific question."""
+        return parametrization_class(self.method)
 
     def layers(self) -> list[torch.Tensor] | None:
-        """Per-layer trained numbers (prefix: P^l; kv: keys and values flattened); None for a prompt."""
-        if self.method == "prefix":
-            return list(self.tensors["prefix"])
-        if self.method == "kv":
-            out = []
-            for i in range(self.kv_layer_count()):
-                parts = [self.tensors[n].flatten() for n in (f"keys.{i}", f"values.{i}") if n in self.tensors]
-                out.append(torch.cat(parts) if parts else torch.zeros(0))
-            return out
-        return None
+        """Per-layer trained numbers, flattened (the method's `layer_views`); None for a method that trains
+        nothing per layer (a prompt)."""
+        return self.method_class.layer_views(self.tensors)
 
 
 def read_raw_adapter(path: str | os.PathLike) -> RawAdapter:
@@ -93,8 +84,10 @@ def _read_ours(root: Path) -> RawAdapter:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterFormatError(f"{file}: not valid JSON ({exc})") from None
     config = document.get("config") if isinstance(document, dict) else None
-    if not isinstance(config, dict) or config.get("method") not in METHODS:
-        raise AdapterFormatError(f"{file}: no valid 'config' object with a method among {', '.join(METHODS)}")
+    if not isinstance(config, dict) or not is_registered(config.get("method")):
+        raise AdapterFormatError(
+            f"{file}: no valid 'config' object with a method among {', '.join(registered_methods())}"
+        )
     weights = root / WEIGHTS_FILE
     try:
         stored = load_file(str(weights))
@@ -116,34 +109,22 @@ def _read_ours(root: Path) -> RawAdapter:
 
 def _check_names(file: Path, method: str, tensors: dict[str, torch.Tensor]) -> None:
     """The tensors a method stores are there with the right number of dimensions (values are not judged)."""
-    if method == "kv":
-        names = [n for n in tensors if _KV_NAME.match(n)]
-        ok = bool(names) and len(names) == len(tensors) and all(tensors[n].ndim == 3 for n in names)
-        expected = "keys.{l} and values.{l}, 3-D"
-    else:
-        name, ndim = ("prefix", 3) if method == "prefix" else ("prompt", 2)
-        ok = set(tensors) == {name} and tensors[name].ndim == ndim
-        expected = f"one {ndim}-D tensor {name!r}"
-    if not ok:
+    problem = parametrization_class(method).layout_problem(tensors)
+    if problem is not None:
         shapes = {k: tuple(v.shape) for k, v in list(tensors.items())[:6]}
-        raise AdapterFormatError(f"{file}: method {method!r} stores {expected}, found {shapes}; the file is damaged")
+        raise AdapterFormatError(f"{file}: method {method!r} {problem}, found {shapes}; the file is damaged")
 
 
 def _read_peft(root: Path) -> RawAdapter:
     adapter = read_peft_dir(root)  # structure and shapes against its own config; values unjudged
-    if adapter.peft_type == PREFIX_TUNING:
-        keys, values = adapter.layer_kv()
-        tensors = {f"keys.{i}": k for i, k in enumerate(keys)} | {f"values.{i}": v for i, v in enumerate(values)}
-        method = "kv"
-    else:
-        tensors, method = {"prompt": adapter.embeddings}, "prompt"
+    cls = method_for_peft_type(adapter.peft_type)
     return RawAdapter(
         path=root,
         source="peft",
-        method=method,
+        method=cls.method,
         num_virtual_tokens=adapter.num_virtual_tokens,
-        position_convention="shifted",  # PEFT's only convention
+        position_convention=PEFT_POSITION_CONVENTION,  # PEFT's only convention
         fingerprint=None,
-        tensors=tensors,
+        tensors=cls.tensors_from_peft(adapter),
         extra={},
     )

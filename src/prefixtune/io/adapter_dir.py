@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import AdapterFormatError, ConfigError
 from prefixtune.io.atomic import atomic_directory

@@ -1,8 +1,9 @@
-"""Exporting prefixtune adapters to Hugging Face PEFT: PREFIX_TUNING (any method) or PROMPT_TUNING (prompt).
+"""Exporting prefixtune adapters to Hugging Face PEFT: PREFIX_TUNING (any method) or PROMPT_TUNING (soft prompts).
 
 One job: write a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) that PEFT's
 `PeftModel.from_pretrained` loads and whose forward gives the same logits as ours, or refuse, saying why,
-when PEFT cannot express the adapter exactly. The `peft` package is not needed to export.
+when PEFT cannot express the adapter exactly. Which PEFT types a method maps to is the method's own answer
+(`Parametrization.peft_export_types`, `peft_export_problem`). The `peft` package is not needed to export.
 
 Why any method exports exactly to PREFIX_TUNING: every method compiles to per-layer keys/values in the form
 the attention consumes (prefix/prompt keys already rotated at positions 0..m-1), and PEFT feeds its stored
@@ -23,19 +24,25 @@ from safetensors.torch import save_file
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_directory
-from prefixtune.io.peft_format import CONFIG_FILE, PREFIX_TUNING, PROMPT_TUNING, TENSOR_NAME, WEIGHTS_FILE
+from prefixtune.io.peft_format import (
+    CONFIG_FILE,
+    PEFT_POSITION_CONVENTION,
+    PREFIX_TUNING,
+    PROMPT_TUNING,
+    TENSOR_NAME,
+    WEIGHTS_FILE,
+)
+from prefixtune.parametrizations import parametrization_class
 from prefixtune.version import __version__
 
 if TYPE_CHECKING:
     from prefixtune.prefix_model import PrefixModel
 
-# The only convention PEFT can express: prefix keys used as stored, real tokens at m + j.
-PEFT_POSITION_CONVENTION = "shifted"
-
 
 def default_peft_type(method: str) -> str:
-    """PROMPT_TUNING for soft prompts (smaller, and what users of prompts expect), else PREFIX_TUNING."""
-    return PROMPT_TUNING if method == "prompt" else PREFIX_TUNING
+    """The PEFT type `method` exports to by default (its first `peft_export_types`; PREFIX_TUNING if none)."""
+    types = parametrization_class(method).peft_export_types
+    return types[0] if types else PREFIX_TUNING
 
 
 def export_peft(
@@ -61,14 +68,15 @@ def export_peft(
         ConfigError: PEFT cannot express this adapter exactly (position convention, a PROMPT_TUNING export of
             a per-layer method, layers whose key/value shapes differ).
     """
-    config = pm.adapter_config(adapter_name)
+    adapter = pm.get_adapter(adapter_name)
+    config = adapter.config
     peft_type = peft_type or default_peft_type(config.method)
     _check_exportable(pm, config.method, config.position_convention, peft_type)
     with torch.no_grad():
         if peft_type == PREFIX_TUNING:
             embeddings = flatten_prefix_kv(pm.compile(adapter_name).detach())
         else:
-            embeddings = pm.adapters[adapter_name or pm.active_adapter].folded_state()["prompt"]
+            embeddings = adapter.peft_soft_prompt()
     document = _peft_config(pm, peft_type, config.num_virtual_tokens)
     payload = {TENSOR_NAME: embeddings.detach().to("cpu", torch.float32).contiguous()}
     with atomic_directory(path) as tmp:
@@ -92,11 +100,8 @@ def _check_exportable(pm: PrefixModel, method: str, convention: str, peft_type: 
     problems = []
     if peft_type not in (PREFIX_TUNING, PROMPT_TUNING):
         problems.append(f"peft_type={peft_type!r} is unknown; choose {PREFIX_TUNING} or {PROMPT_TUNING}")
-    if peft_type == PROMPT_TUNING and method != "prompt":
-        problems.append(
-            f"a {method!r} adapter acts on every layer, which PROMPT_TUNING (one soft prompt at the embeddings) "
-            f"cannot express; export it as {PREFIX_TUNING}"
-        )
+    elif problem := parametrization_class(method).peft_export_problem(peft_type):
+        problems.append(problem)
     if convention != PEFT_POSITION_CONVENTION:
         problems.append(
             f"position convention {convention!r} cannot be expressed in PEFT, which always numbers the real tokens "

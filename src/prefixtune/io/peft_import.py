@@ -1,4 +1,6 @@
-"""Importing Hugging Face PEFT adapters: PREFIX_TUNING becomes method "kv", PROMPT_TUNING method "prompt".
+"""Importing Hugging Face PEFT adapters: each PEFT type becomes the method that declares it.
+
+PREFIX_TUNING becomes method "kv" and PROMPT_TUNING method "prompt" (`Parametrization.peft_import_type`).
 
 One job: map a validated `PeftAdapter` onto prefixtune's adapter contents (`AdapterFiles`), so that
 `PrefixModel.load_adapter` takes a PEFT directory as it takes ours, and `import_peft` writes one of ours.
@@ -23,11 +25,27 @@ from prefixtune.core.fingerprint import fingerprint
 from prefixtune.core.hf.geometry import read_geometry
 from prefixtune.errors import AdapterFormatError
 from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, read_adapter_dir, save_adapter_dir
-from prefixtune.io.peft_format import PREFIX_TUNING, WEIGHTS_FILE, PeftAdapter, is_peft_dir, read_peft_dir
-from prefixtune.parametrizations import parametrization_class
+from prefixtune.io.peft_format import (
+    PEFT_POSITION_CONVENTION,
+    WEIGHTS_FILE,
+    PeftAdapter,
+    is_peft_dir,
+    read_peft_dir,
+)
+from prefixtune.parametrizations import all_classes, parametrization_class
+from prefixtune.parametrizations.base import Parametrization
 
-# PEFT's convention, stated once: prefix keys used as stored, real tokens numbered m + j.
-PEFT_POSITION_CONVENTION = "shifted"
+
+def method_for_peft_type(peft_type: str) -> type[Parametrization]:
+    """The registered method that imports `peft_type`.
+
+    Raises:
+        AdapterFormatError: no method imports it.
+    """
+    for cls in all_classes():
+        if cls.peft_import_type == peft_type:
+            return cls
+    raise AdapterFormatError(f"no prefixtune method imports PEFT {peft_type} adapters")
 
 
 def peft_to_adapter_files(adapter: PeftAdapter) -> AdapterFiles:
@@ -43,16 +61,11 @@ def peft_to_adapter_files(adapter: PeftAdapter) -> AdapterFiles:
             f"{adapter.path / WEIGHTS_FILE}: 'prompt_embeddings' holds {bad} NaN/Inf values; the adapter is broken "
             "(run `prefixtune doctor MODEL ADAPTER` for details)"
         )
-    m = adapter.num_virtual_tokens
-    if adapter.peft_type == PREFIX_TUNING:
-        method = "kv"
-        keys, values = adapter.layer_kv()
-        tensors = {f"keys.{i}": k.float() for i, k in enumerate(keys)}
-        tensors.update({f"values.{i}": v.float() for i, v in enumerate(values)})
-    else:
-        method = "prompt"
-        tensors = {"prompt": embeddings.float().contiguous()}
-    config = PrefixConfig(method=method, num_virtual_tokens=m, position_convention=PEFT_POSITION_CONVENTION)
+    cls = method_for_peft_type(adapter.peft_type)
+    tensors = {name: t.float().contiguous() for name, t in cls.tensors_from_peft(adapter).items()}
+    config = PrefixConfig(
+        method=cls.method, num_virtual_tokens=adapter.num_virtual_tokens, position_convention=PEFT_POSITION_CONVENTION
+    )
     return AdapterFiles(
         path=adapter.path,
         config=config,

@@ -7,24 +7,31 @@ keys and values in PEFT's order: layer 0 keys, layer 0 values, layer 1 keys, ...
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.capture import capture_kv
-from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.parametrizations.base import Parametrization
+from prefixtune.parametrizations.base import PREFIX_TUNING, Parametrization, PeftTensors
 from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 from prefixtune.parametrizations.reparam import ReparamMLP
 
+_NAME = re.compile(r"^(keys|values)\.(\d+)$")
+
 
 @register
 class KVPrefix(Parametrization):
-    """Trainable keys/values per layer, (H_kv, m, D) each."""
+    """Trainable keys/values per layer, (H_kv, m, D) each; stored as `keys.{l}` and `values.{l}`."""
 
     method = "kv"
+    trains = "per-layer keys and values, (H_kv x m x D) each"
+    injected = "prepended to every layer's attention keys/values"
+    peft_import_type = PREFIX_TUNING
 
     def __init__(
         self,
@@ -100,3 +107,36 @@ class KVPrefix(Parametrization):
         keys = [tensors[f"keys.{i}"].float() for i in range(L)]
         values = [tensors[f"values.{i}"].float() for i in range(L)]
         return cls(config.replace(reparam_hidden=None), geometry, keys=keys, values=values)
+
+    @classmethod
+    def layout_problem(cls, tensors: dict[str, torch.Tensor]) -> str | None:
+        names = [n for n in tensors if _NAME.match(n)]
+        if names and len(names) == len(tensors) and all(tensors[n].ndim == 3 for n in names):
+            return None
+        return "stores keys.{l} and values.{l}, 3-D"
+
+    @classmethod
+    def layer_views(cls, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor] | None:
+        indices = [int(match.group(2)) for name in tensors if (match := _NAME.match(name))]
+        out = []
+        for i in range(max(indices) + 1 if indices else 0):
+            parts = [tensors[n].flatten() for n in (f"keys.{i}", f"values.{i}") if n in tensors]
+            out.append(torch.cat(parts) if parts else torch.zeros(0))
+        return out
+
+    @classmethod
+    def width_problem(cls, tensors: dict[str, torch.Tensor], geometry: ModelGeometry) -> str | None:
+        for i, (H, D) in enumerate(geometry.kv_shapes):
+            for kind in ("keys", "values"):
+                tensor = tensors.get(f"{kind}.{i}")
+                if tensor is not None and (tensor.shape[0], tensor.shape[-1]) != (H, D):
+                    return (
+                        f"layer {i} {kind} have {tensor.shape[0]} heads of size {tensor.shape[-1]}, but the "
+                        f"model's attention uses {H} key/value heads of size {D}"
+                    )
+        return None
+
+    @classmethod
+    def tensors_from_peft(cls, adapter: PeftTensors) -> dict[str, torch.Tensor]:
+        keys, values = adapter.layer_kv()
+        return {f"keys.{i}": k for i, k in enumerate(keys)} | {f"values.{i}": v for i, v in enumerate(values)}

@@ -12,9 +12,11 @@ from torch import nn
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.capture import capture_kv, layer_input_states
-from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.parametrizations.base import Parametrization
+from prefixtune.core.reference import reference_logits
+from prefixtune.parametrizations import hidden_checks
+from prefixtune.parametrizations.base import Observation, Parametrization
 from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 from prefixtune.parametrizations.reparam import ReparamMLP
@@ -25,6 +27,11 @@ class HiddenStatePrefix(Parametrization):
     """Trainable P^l for every layer l: L x m x d numbers (or an MLP producing them while training)."""
 
     method = "prefix"
+    trains = "hidden-state prefixes P^l, one (m x d) matrix per layer"
+    injected = (
+        "every layer sees [P^l ; H^(l-1)]; P^l reaches the real tokens only through the keys/values the "
+        "layer's frozen attention computes from it (prefix outputs are discarded)"
+    )
 
     def __init__(
         self,
@@ -80,3 +87,24 @@ class HiddenStatePrefix(Parametrization):
     @classmethod
     def from_folded(cls, config, geometry, tensors):
         return cls(config.replace(reparam_hidden=None), geometry, prefix=tensors["prefix"].float())
+
+    @classmethod
+    def tensor_ranks(cls) -> dict[str, int]:
+        return {"prefix": 3}
+
+    @classmethod
+    def layer_views(cls, tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        return [t.flatten() for t in tensors["prefix"]]
+
+    @classmethod
+    def width_problem(cls, tensors: dict[str, torch.Tensor], geometry: ModelGeometry) -> str | None:
+        return hidden_checks.hidden_width_problem("prefix", tensors["prefix"], geometry)
+
+    @classmethod
+    def diagnose(cls, tensors: dict[str, torch.Tensor], model: nn.Module) -> list[Observation]:
+        return hidden_checks.embedding_only(tensors["prefix"], model)
+
+    def reference_logits(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        return reference_logits(model, input_ids, attention_mask, layer_prefixes=self.states())

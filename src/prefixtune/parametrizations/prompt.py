@@ -12,9 +12,11 @@ from torch import nn
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.capture import capture_kv
-from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
-from prefixtune.parametrizations.base import Parametrization
+from prefixtune.core.reference import reference_logits
+from prefixtune.parametrizations.base import PREFIX_TUNING, PROMPT_TUNING, Parametrization, PeftTensors
+from prefixtune.parametrizations.hidden_checks import hidden_width_problem
 from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 
@@ -24,6 +26,12 @@ class SoftPrompt(Parametrization):
     """Trainable prompt embeddings: m x d numbers."""
 
     method = "prompt"
+    trains = "a soft prompt, m x d vectors prepended once to the token embeddings"
+    injected = "flows through every layer like ordinary tokens; compiled to per-layer keys/values for serving"
+    supports_reparam = False
+    # PROMPT_TUNING by default: smaller, and what users of prompts expect.
+    peft_export_types = (PROMPT_TUNING, PREFIX_TUNING)
+    peft_import_type = PROMPT_TUNING
 
     def __init__(self, config: PrefixConfig, geometry: ModelGeometry, prompt: torch.Tensor) -> None:
         super().__init__(config, geometry)
@@ -55,3 +63,29 @@ class SoftPrompt(Parametrization):
     @classmethod
     def from_folded(cls, config, geometry, tensors):
         return cls(config, geometry, tensors["prompt"].float())
+
+    @classmethod
+    def config_problems(cls, config: PrefixConfig) -> list[str]:
+        if config.reparam_hidden is not None:
+            return ["reparam_hidden is for methods 'prefix' and 'kv'; prompt tuning trains the prompt directly"]
+        return []
+
+    @classmethod
+    def tensor_ranks(cls) -> dict[str, int]:
+        return {"prompt": 2}
+
+    @classmethod
+    def width_problem(cls, tensors: dict[str, torch.Tensor], geometry: ModelGeometry) -> str | None:
+        return hidden_width_problem("prompt", tensors["prompt"], geometry)
+
+    def peft_soft_prompt(self) -> torch.Tensor:
+        return self.folded_state()["prompt"]
+
+    @classmethod
+    def tensors_from_peft(cls, adapter: PeftTensors) -> dict[str, torch.Tensor]:
+        return {"prompt": adapter.embeddings}
+
+    def reference_logits(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        return reference_logits(model, input_ids, attention_mask, prompt=self.prompt)

@@ -1,35 +1,15 @@
-"""`ModelGeometry`: the shapes an adapter must match, read off the model by running it, not from configs."""
+"""Reading `ModelGeometry` off a model by running it, not from configs."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from prefixtune.core.capture import capture_kv
+from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.hf.layers import hidden_size, num_layers
 
-
-@dataclass(frozen=True, slots=True)
-class ModelGeometry:
-    """Shapes of a base model as prefixtune sees them.
-
-    Attributes:
-        num_layers: L.
-        hidden_size: d.
-        kv_shapes: per layer, (H_kv, D) of the keys/values its attention consumes.
-    """
-
-    num_layers: int
-    hidden_size: int
-    kv_shapes: tuple[tuple[int, int], ...]
-
-    @property
-    def kv_width(self) -> int:
-        """H_kv * D of the first layer (the PEFT `kv_width`)."""
-        H, D = self.kv_shapes[0]
-        return H * D
+__all__ = ["ModelGeometry", "read_geometry"]
 
 
 def read_geometry(model: nn.Module) -> ModelGeometry:

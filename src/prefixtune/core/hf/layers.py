@@ -53,16 +53,6 @@ def embedding_std(model: nn.Module) -> float:
         return float(input_embeddings(model).weight.float().std())
 
 
-def attention_layer_index(model: nn.Module) -> dict[int, int]:
-    """Map id(attention module) -> layer index, for attention modules without a `layer_idx` attribute."""
-    mapping: dict[int, int] = {}
-    for idx, layer in enumerate(decoder_layers(model)):
-        for sub in layer.modules():
-            if sub is not layer and hasattr(sub, "forward") and "Attention" in type(sub).__name__:
-                mapping[id(sub)] = idx
-    return mapping
-
-
 def max_positions(model: nn.Module) -> int | None:
     """The model's position limit (learned position tables or the trained RoPE range), None if not stated."""
     config = model.config
