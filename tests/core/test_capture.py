@@ -54,3 +54,14 @@ def test_a_deep_copy_compiles_from_its_own_weights():
         torch.testing.assert_close(got.keys[layer], want.keys[layer])
         torch.testing.assert_close(again.keys[layer], before.keys[layer])  # the original is untouched
     assert not torch.allclose(got.keys[1], before.keys[1])
+
+
+def test_capture_without_inputs_is_a_value_error_not_an_attribute_error():
+    """Regression: the guard ran after reading `.shape` of the missing input (issue 11, item 6)."""
+    from prefixtune.core.capture import capture_kv
+
+    model = make_model("llama")
+    with pytest.raises(ValueError, match="exactly one of inputs_embeds and input_ids"):
+        capture_kv(model)
+    with pytest.raises(ValueError, match="layer_inputs cover 3 positions, the inputs 2"):
+        capture_kv(model, inputs_embeds=torch.zeros(1, 2, 32), layer_inputs=torch.zeros(1, 3, 3, 32))

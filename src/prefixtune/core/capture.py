@@ -123,14 +123,14 @@ def capture_kv(
     Returns:
         (keys, values): per layer, (B, H_kv, T, D).
     """
+    if (inputs_embeds is None) == (input_ids is None):
+        raise ValueError("capture_kv needs exactly one of inputs_embeds and input_ids")
+    T = (inputs_embeds if inputs_embeds is not None else input_ids).shape[1]
+    if layer_inputs is not None and layer_inputs.shape[2] != T:
+        raise ValueError(f"layer_inputs cover {layer_inputs.shape[2]} positions, the inputs {T}")
     install(model)
     L = num_layers(model)
-    T = (inputs_embeds if inputs_embeds is not None else input_ids).shape[1]
     device = model.get_input_embeddings().weight.device
-    if inputs_embeds is None and input_ids is None:
-        raise ValueError("capture_kv needs inputs_embeds or input_ids")
-    if layer_inputs is not None and inputs_embeds is None and input_ids is None:
-        raise ValueError("capture_kv needs inputs of the right length with layer_inputs")
     capture = KVCapture(L, layer_only=layer_inputs is not None)
     position_ids = torch.arange(T, device=device)[None]
     kwargs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}

@@ -17,7 +17,7 @@ from prefixtune.core.capture import capture_kv
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.parametrizations.base import PREFIX_TUNING, Parametrization, PeftTensors
-from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
+from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 from prefixtune.parametrizations.reparam import ReparamMLP
 
@@ -51,22 +51,23 @@ class KVPrefix(Parametrization):
         m = config.num_virtual_tokens
         device = model.get_input_embeddings().weight.device
         like = torch.empty(0, dtype=torch.float32, device=device)
+        rng = generator(config)  # one stream for every draw: layers, keys and values all differ
         if config.reparam_hidden is not None:
             out = sum(2 * H * D for H, D in geometry.kv_shapes)
             if config.init == "random":
-                table = random_normal((m, geometry.hidden_size), embedding_scale(model), config, like)
+                table = random_normal((m, geometry.hidden_size), embedding_scale(model), rng, like)
             else:
-                table = model.get_input_embeddings()(init_token_ids(config, model, tokenizer))[0].detach().float()
+                table = model.get_input_embeddings()(init_token_ids(config, model, tokenizer, rng))[0].detach().float()
             return cls(config, geometry, reparam=ReparamMLP(table, config.reparam_hidden, out))
         # "vocab" and "text" start from real keys/values; "random" draws noise at their per-layer scale.
         probe = config if config.init != "random" else config.replace(init="vocab")
         with torch.no_grad():
-            keys, values = capture_kv(model, input_ids=init_token_ids(probe, model, tokenizer))
+            keys, values = capture_kv(model, input_ids=init_token_ids(probe, model, tokenizer, rng))
         keys = [k[0].float() for k in keys]
         values = [v[0].float() for v in values]
         if config.init == "random":
-            keys = [random_normal(tuple(k.shape), float(k.std()), config, like) for k in keys]
-            values = [random_normal(tuple(v.shape), float(v.std()), config, like) for v in values]
+            keys = [random_normal(tuple(k.shape), float(k.std()), rng, like) for k in keys]
+            values = [random_normal(tuple(v.shape), float(v.std()), rng, like) for v in values]
         return cls(config, geometry, keys=keys, values=values)
 
     def layer_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -17,7 +17,7 @@ from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.core.reference import reference_logits
 from prefixtune.parametrizations import hidden_checks
 from prefixtune.parametrizations.base import Observation, Parametrization
-from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
+from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 from prefixtune.parametrizations.reparam import ReparamMLP
 
@@ -48,16 +48,17 @@ class HiddenStatePrefix(Parametrization):
     def create(cls, config, model, geometry, tokenizer):
         L, m, d = geometry.num_layers, config.num_virtual_tokens, geometry.hidden_size
         like = torch.empty(0, dtype=torch.float32, device=model.get_input_embeddings().weight.device)
+        rng = generator(config)
         std = embedding_scale(model)
-        ids = None if config.init == "random" else init_token_ids(config, model, tokenizer)
+        ids = None if config.init == "random" else init_token_ids(config, model, tokenizer, rng)
         if config.reparam_hidden is not None:
             if ids is None:
-                table = random_normal((m, d), std, config, like)
+                table = random_normal((m, d), std, rng, like)
             else:
                 table = model.get_input_embeddings()(ids)[0].detach().float()
             return cls(config, geometry, reparam=ReparamMLP(table, config.reparam_hidden, L * d))
         if ids is None:
-            start = random_normal((L, m, d), std, config, like)
+            start = random_normal((L, m, d), std, rng, like)
         else:
             with torch.no_grad():
                 start = layer_input_states(model, ids)[0].float()  # (L, m, d)

@@ -17,7 +17,7 @@ from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.core.reference import reference_logits
 from prefixtune.parametrizations.base import PREFIX_TUNING, PROMPT_TUNING, Parametrization, PeftTensors
 from prefixtune.parametrizations.hidden_checks import hidden_width_problem
-from prefixtune.parametrizations.init import embedding_scale, init_token_ids, random_normal
+from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
 
 
@@ -41,9 +41,10 @@ class SoftPrompt(Parametrization):
     def create(cls, config, model, geometry, tokenizer):
         m, d = config.num_virtual_tokens, geometry.hidden_size
         like = torch.empty(0, dtype=torch.float32, device=model.get_input_embeddings().weight.device)
+        rng = generator(config)
         if config.init == "random":
-            return cls(config, geometry, random_normal((m, d), embedding_scale(model), config, like))
-        ids = init_token_ids(config, model, tokenizer)
+            return cls(config, geometry, random_normal((m, d), embedding_scale(model), rng, like))
+        ids = init_token_ids(config, model, tokenizer, rng)
         with torch.no_grad():
             start = model.get_input_embeddings()(ids)[0].float()
         return cls(config, geometry, start)
