@@ -68,6 +68,7 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo end to end."""
+    from prefixtune.cli.progress import progress_bar
     from prefixtune.config import PrefixConfig
     from prefixtune.models import load_model
     from prefixtune.train.config import TrainConfig
@@ -92,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     )
     m = len(tokenizer(DEMO_INIT_TEXT, add_special_tokens=False)["input_ids"])
     adapter_cfg = PrefixConfig(**DEMO_PREFIX, num_virtual_tokens=m, seed=train_cfg.seed)
-    result = run_training(train_cfg, adapter_cfg, model=model, tokenizer=tokenizer)
+    with progress_bar(train_cfg.progress) as on_progress:
+        result = run_training(train_cfg, adapter_cfg, model=model, tokenizer=tokenizer, on_progress=on_progress)
     _redraw_curve_with_base(result, base)
 
     import prefixtune as pt

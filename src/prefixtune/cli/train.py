@@ -81,10 +81,12 @@ def build_configs(args: argparse.Namespace) -> tuple[TrainConfig, PrefixConfig]:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print the summary table."""
+    from prefixtune.cli.progress import progress_bar
     from prefixtune.train.run import run_training
 
     train_config, adapter_config = build_configs(args)
-    result = run_training(train_config, adapter_config)
+    with progress_bar(train_config.progress) as on_progress:
+        result = run_training(train_config, adapter_config, on_progress=on_progress)
     loop = result.loop
     rows: list[tuple[str, object]] = [
         ("adapter", str(result.adapter_dir)),

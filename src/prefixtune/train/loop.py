@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -22,7 +21,6 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from prefixtune.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
@@ -32,6 +30,7 @@ from prefixtune.train.data import Encoded
 from prefixtune.train.evaluate import evaluate, primary_metric
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.metric_log import MetricLogger
+from prefixtune.train.progress import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +223,12 @@ class Trainer:
         self.state, _ = load_checkpoint(self.run_dir, self.params, self.optimizer, self.scheduler)
         logger.info("resumed from step %d", self.state.step)
 
-    def run(self) -> LoopResult:
-        """Train to `max_steps` (from step 0, or from the resumed step) and return the summary."""
+    def run(self, on_progress: ProgressCallback | None = None) -> LoopResult:
+        """Train to `max_steps` (from step 0, or from the resumed step) and return the summary.
+
+        Args:
+            on_progress: called on the main process after every optimizer step (the CLI draws a bar with it).
+        """
         cfg, acc = self.config, self.accelerator
         if cfg.eval_base and self.eval_examples and self.state.step == 0:
             base = self._evaluate(None)  # the bare model, same code path: the run's zero-shot number
@@ -233,29 +236,20 @@ class Trainer:
             self._log(0, {f"base_{k}": v for k, v in base.items() if k != "n"})
         self.model.train()
         start_time, loss = time.perf_counter(), None
-        bar = tqdm(
-            total=cfg.max_steps,
-            initial=self.state.step,
-            desc="train",
-            unit="step",
-            file=sys.stderr,
-            disable=not (cfg.progress and acc.is_main_process),
-            dynamic_ncols=True,
-        )
-        with bar:
-            while self.state.step < cfg.max_steps:
-                t0 = time.perf_counter()
-                loss, tokens = self._optimizer_step()
-                self.state.step += 1
-                self.state.tokens_seen += tokens
-                lr = self.scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
-                bar.update(1)
-                if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
-                    self._log(self.state.step, {"loss": loss, "lr": lr, "tokens": self.state.tokens_seen})
-                if (cfg.eval_every and self.state.step % cfg.eval_every == 0) or self.state.step == cfg.max_steps:
-                    self._eval_and_checkpoint()
-                    self.model.train()
+        while self.state.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            loss, tokens = self._optimizer_step()
+            self.state.step += 1
+            self.state.tokens_seen += tokens
+            lr = self.scheduler.get_last_lr()[0]
+            if on_progress is not None and acc.is_main_process:
+                speed = tokens / max(time.perf_counter() - t0, 1e-9)
+                on_progress(ProgressEvent(self.state.step, cfg.max_steps, loss, lr, speed))
+            if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
+                self._log(self.state.step, {"loss": loss, "lr": lr, "tokens": self.state.tokens_seen})
+            if (cfg.eval_every and self.state.step % cfg.eval_every == 0) or self.state.step == cfg.max_steps:
+                self._eval_and_checkpoint()
+                self.model.train()
         self.model.eval()
         if not self.eval_examples:
             self.save_adapter(self.run_dir / "adapter")

@@ -26,6 +26,7 @@ from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.loop import LoopResult, Trainer, make_accelerator
 from prefixtune.train.metric_log import JsonlMetricLogger, read_metrics
 from prefixtune.train.plot import plot_curves
+from prefixtune.train.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +124,14 @@ def run_training(
     *,
     model: Any = None,
     tokenizer: Any = None,
+    on_progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """Train an adapter as configured and save everything under `config.output_dir`.
 
     Args:
         config: the run. prefix_config: the adapter (method, m, init, ...).
         model, tokenizer: an already loaded base model to use instead of loading `config.model`.
+        on_progress: called after every optimizer step (`train.progress`); the CLI draws its bar with it.
 
     Returns:
         `TrainResult` with paths and the loop's summary.
@@ -162,7 +165,7 @@ def run_training(
     if accelerator.is_main_process:
         _write_run_configs(output_dir, config, prefix_config, data.fmt)
     try:
-        loop = trainer.run()
+        loop = trainer.run(on_progress)
     finally:
         trainer.metric_logger.close()  # type: ignore[union-attr]
     curve = None
