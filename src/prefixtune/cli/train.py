@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     train_config, adapter_config = build_configs(args)
     with progress_bar(train_config.progress) as on_progress:
         result = run_training(train_config, adapter_config, on_progress=on_progress)
+    if not result.is_main_process:
+        return 0  # one summary per run, not one per process
     loop = result.loop
     rows: list[tuple[str, object]] = [
         ("adapter", str(result.adapter_dir)),

@@ -2,10 +2,12 @@
 
 One job: given an attached prefix model, encoded training data and validation examples, run optimizer steps,
 evaluate every N steps, keep the best adapter by the validation metric and write resumable checkpoints. It
-goes through `accelerate.Accelerator`, so `accelerate launch` runs it on several GPUs; with one process it is
-plain PyTorch. Batches are a pure function of (seed, step), so `--resume` continues exactly where the
-checkpoint left off and a CPU run is deterministic for its seed. Loading models and files is `train.run`'s
-job.
+goes through `accelerate.Accelerator`, so `torchrun` and `accelerate launch` run it on several processes
+(`train.distributed` holds what differs there); with one process it is plain PyTorch. Batches and dropout
+seeds are a pure function of (seed, step, process), so `--resume` continues exactly where the checkpoint
+left off and a CPU run is deterministic for its seed. The loss is the mean over the label tokens of the whole
+global step (all micro-batches, all processes), so N processes train the adapter one process trains on the
+same global batch. Loading models and files is `train.run`'s job.
 """
 
 from __future__ import annotations
@@ -14,19 +16,28 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import get_scheduler
 
 from prefixtune.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from prefixtune.train.collate import Collator
 from prefixtune.train.config import TrainConfig
-from prefixtune.train.data import Encoded
+from prefixtune.train.data import IGNORE_INDEX, Encoded
+from prefixtune.train.distributed import (
+    broadcast_parameters,
+    micro_batch_seed,
+    sum_across_processes,
+    sum_gradients,
+    wraps_model,
+)
+from prefixtune.train.distributed import make_accelerator as _make_accelerator
 from prefixtune.train.evaluate import evaluate, primary_metric
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.metric_log import MetricLogger
@@ -53,11 +64,25 @@ class LoopResult:
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """An Accelerator for the config: bf16 autocast only where the GPU supports it when `auto`."""
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(mixed_precision=precision)
+    """An Accelerator for the config (see `train.distributed.make_accelerator`)."""
+    return _make_accelerator(config.mixed_precision)
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over label tokens of -log p(token), logits (B, T, V) predicting labels (B, T) shifted by one.
+
+    A sum, not a mean: the caller divides by the label tokens of the whole global step, which a per-batch
+    mean (transformers' loss) cannot give once processes or micro-batches hold different token counts.
+    """
+    V = logits.shape[-1]
+    shifted = logits[:, :-1].float().reshape(-1, V)  # (B * (T-1), V)
+    target = labels[:, 1:].reshape(-1)  # (B * (T-1),)
+    return F.cross_entropy(shifted, target, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def label_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens that carry loss in a collated batch (the first position predicts nothing)."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def batch_rows(num_examples: int, micro_index: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
@@ -120,7 +145,14 @@ class Trainer:
             num_warmup_steps=config.resolved_warmup_steps(),
             num_training_steps=config.max_steps,
         )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # Plain data parallelism leaves the model unwrapped (see `train.distributed`); FSDP and DeepSpeed wrap it.
+        self.is_wrapped = wraps_model(self.accelerator)
+        if self.is_wrapped:
+            self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+        else:
+            self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
+            broadcast_parameters(self.params)
         self.collate = Collator(tokenizer.pad_token_id, padding_side="right")
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []
@@ -140,29 +172,51 @@ class Trainer:
         batch = self.collate([self.train_set[i] for i in rows])
         return {k: v.to(acc.device) for k, v in batch.items()}
 
+    def _accumulation(self) -> AbstractContextManager[None]:
+        """Compile the adapter once per optimizer step rather than once per micro-batch (unwrapped model only:
+        a wrapping engine expects the parameters' gradients inside each backward)."""
+        if self.config.grad_accum > 1 and not self.is_wrapped:
+            return self.pm.compile_once()
+        return nullcontext()
+
+    def _sync(self, micro: int) -> AbstractContextManager[None]:
+        """A wrapping engine reduces gradients in the last micro-batch's backward only."""
+        if self.is_wrapped and micro < self.config.grad_accum - 1:
+            return self.accelerator.no_sync(self.model)
+        return nullcontext()
+
     def _optimizer_step(self) -> tuple[float, int]:
-        """One optimizer step over `grad_accum` micro-batches; returns (mean loss, real tokens)."""
+        """One optimizer step over `grad_accum` micro-batches; returns (mean loss per label token, tokens).
+
+        Both numbers are over the whole global step: every micro-batch of every process.
+        """
         acc, cfg = self.accelerator, self.config
-        total_loss, tokens = 0.0, 0
-        # Compile the adapter once per optimizer step rather than once per micro-batch. Not with several
-        # processes: DDP expects the parameters' gradients inside the last micro-batch's backward.
-        once = self.pm.compile_once() if cfg.grad_accum > 1 and acc.num_processes == 1 else nullcontext()
-        with once:
-            for a in range(cfg.grad_accum):
-                batch = self._micro_batch(self.state.step * cfg.grad_accum + a)
+        first = self.state.step * cfg.grad_accum
+        batches = [self._micro_batch(first + a) for a in range(cfg.grad_accum)]
+        local_labels = sum(label_tokens(b) for b in batches)
+        (global_labels,) = sum_across_processes([float(local_labels)], acc.device)
+        # A wrapping engine averages gradients over processes; the unwrapped path sums them (sum_gradients).
+        scale = (acc.num_processes if self.is_wrapped else 1) / max(global_labels, 1.0)
+        loss_sum, tokens = 0.0, 0
+        with self._accumulation():
+            for a, batch in enumerate(batches):
+                torch.manual_seed(micro_batch_seed(cfg.seed, first + a, acc.process_index))  # dropout, if any
                 names = [self.name] * batch["input_ids"].shape[0]
-                sync = acc.no_sync(self.model) if a < cfg.grad_accum - 1 else nullcontext()
-                with sync, acc.autocast():
-                    loss = self.model(**batch, adapter_names=names).loss
-                    acc.backward(loss / cfg.grad_accum)
-                total_loss += loss.detach().float().item() / cfg.grad_accum
+                with self._sync(a), acc.autocast():
+                    out = self.model(batch["input_ids"], batch["attention_mask"], adapter_names=names)
+                    total = token_loss_sum(out.logits, batch["labels"])
+                    acc.backward(total * scale)
+                loss_sum += total.detach().float().item()
                 tokens += int(batch["attention_mask"].sum())
+        if not self.is_wrapped:
+            sum_gradients(self.params)
         if cfg.max_grad_norm is not None:
             acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss, tokens
+        loss_sum, all_tokens = sum_across_processes([loss_sum, float(tokens)], acc.device)
+        return loss_sum / max(global_labels, 1.0), int(all_tokens)
 
     # -- evaluation and saving -----------------------------------------------------------------------------
 
@@ -215,6 +269,7 @@ class Trainer:
             save_checkpoint(
                 self.run_dir, self.params, self.optimizer, self.scheduler, self.state, self.config.to_dict()
             )
+        self.accelerator.wait_for_everyone()  # no process runs ahead of (or exits before) rank 0's files
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -253,6 +308,7 @@ class Trainer:
         self.model.eval()
         if not self.eval_examples:
             self.save_adapter(self.run_dir / "adapter")
+            self.accelerator.wait_for_everyone()
         return LoopResult(
             steps=self.state.step,
             seconds=time.perf_counter() - start_time,

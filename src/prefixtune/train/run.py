@@ -44,6 +44,7 @@ class TrainResult:
     total_parameters: int
     num_train_examples: int
     skipped: str
+    is_main_process: bool = True  # False on the other processes of a torchrun / accelerate launch run
 
 
 @dataclass(slots=True)
@@ -97,13 +98,17 @@ def prepare_model(config: TrainConfig, prefix_config: PrefixConfig, model: Any =
     return pm, tokenizer
 
 
-def _check_resume(output_dir: Path, config: TrainConfig) -> None:
+def _check_resume(output_dir: Path, config: TrainConfig, num_processes: int) -> None:
+    """Refuse --resume with settings that change the run. The number of processes may change if the global
+    batch (batch_size x processes) does not: the rows of every step, and so the adapter, stay the same."""
     saved = output_dir / "train_config.json"
     if not saved.is_file():
         return
     before = json.loads(saved.read_text())
-    ignore = {"resume", "progress", "output_dir"}  # a copied or moved run directory resumes too
+    ignore = {"resume", "progress", "output_dir", "batch_size"}  # a copied or moved run directory resumes too
     changed = sorted(k for k, v in config.to_dict().items() if k not in ignore and before.get(k) != v)
+    if before.get("batch_size", 0) * before.get("num_processes", 1) != config.batch_size * num_processes:
+        changed.append("batch_size (global: batch_size x processes)")
     if changed:
         raise ConfigError(
             f"--resume with settings that differ from the checkpoint's run: {changed}; "
@@ -111,10 +116,13 @@ def _check_resume(output_dir: Path, config: TrainConfig) -> None:
         )
 
 
-def _write_run_configs(output_dir: Path, config: TrainConfig, prefix_config: PrefixConfig, fmt: TaskFormat) -> None:
+def _write_run_configs(
+    output_dir: Path, config: TrainConfig, prefix_config: PrefixConfig, fmt: TaskFormat, num_processes: int
+) -> None:
     """The resolved configuration, saved with every run (train_config.json is what --resume checks)."""
-    resolved = {"train": config.to_dict(), "adapter": prefix_config.to_dict(), "task": fmt.to_dict()}
-    atomic_write_text(output_dir / "train_config.json", json.dumps(config.to_dict(), indent=2))
+    train = {**config.to_dict(), "num_processes": num_processes}
+    resolved = {"train": train, "adapter": prefix_config.to_dict(), "task": fmt.to_dict()}
+    atomic_write_text(output_dir / "train_config.json", json.dumps(train, indent=2))
     atomic_write_text(output_dir / "run_config.json", json.dumps(resolved, indent=2))
 
 
@@ -141,9 +149,9 @@ def run_training(
     """
     torch.manual_seed(config.seed)
     output_dir = Path(config.output_dir)
-    if config.resume:
-        _check_resume(output_dir, config)
     accelerator = make_accelerator(config)
+    if config.resume:
+        _check_resume(output_dir, config, accelerator.num_processes)
     pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
     pm.to(accelerator.device)
     data = load_task_data(config, tokenizer)
@@ -158,16 +166,17 @@ def run_training(
     trainer = Trainer(pm, tokenizer, train_set, data.validation, data.fmt, config, None, output_dir, accelerator)
     if config.resume:
         trainer.resume()
-    # On resume, lines logged after the checkpoint's step are dropped: the file reads as one clean run.
-    trainer.metric_logger = JsonlMetricLogger(
-        metrics_path, truncate_after=trainer.state.step if config.resume else None
-    )
-    if accelerator.is_main_process:
-        _write_run_configs(output_dir, config, prefix_config, data.fmt)
+    if accelerator.is_main_process:  # every file of the run is written once, by rank 0
+        # On resume, lines logged after the checkpoint's step are dropped: the file reads as one clean run.
+        trainer.metric_logger = JsonlMetricLogger(
+            metrics_path, truncate_after=trainer.state.step if config.resume else None
+        )
+        _write_run_configs(output_dir, config, prefix_config, data.fmt, accelerator.num_processes)
     try:
         loop = trainer.run(on_progress)
     finally:
-        trainer.metric_logger.close()  # type: ignore[union-attr]
+        if trainer.metric_logger is not None:
+            trainer.metric_logger.close()
     curve = None
     if accelerator.is_main_process:
         curve = plot_curves(read_metrics(metrics_path), output_dir / "curve.png", loop.metric, config.data)
@@ -182,4 +191,5 @@ def run_training(
         total_parameters=total,
         num_train_examples=len(train_set),
         skipped=data.skips.summary(),
+        is_main_process=accelerator.is_main_process,
     )
