@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 
 from prefixtune.cli.options import add_dataclass_flags, collect, read_config_file
-from prefixtune.serve.config import ServeConfig
+from prefixtune.serve.config import ENGINES, ServeConfig
 
 EXAMPLES = """\
 examples:
   prefixtune serve --model smollm2-135m --adapters adapters/ --host 127.0.0.1 --port 8000
   prefixtune serve                                   # the built-in model, no adapters
   prefixtune serve --adapters adapters/ --api-key ADMIN --adapter-keys tenants.json --adapter-cache-mb 256
+  prefixtune serve --engine vllm --adapters adapters/ --vllm-tensor-parallel-size 2   # docs/vllm.md
 
 Every subdirectory of --adapters is an adapter, served under its directory name as the OpenAI `model`;
 the base model's own name selects no adapter. Then, for example:
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="TOML file with ServeConfig keys (top level or under [serve])")
-    add_dataclass_flags(parser, ServeConfig, exclude=("api_key",))
+    add_dataclass_flags(parser, ServeConfig, exclude=("api_key",), choices={"engine": ENGINES})
     parser.add_argument(
         "--api-key",
         action="append",

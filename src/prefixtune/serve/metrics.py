@@ -19,6 +19,7 @@ class ServeMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._extra_registries: list[CollectorRegistry] = []
         self.requests = Counter(
             "prefixtune_requests", "HTTP generation requests by endpoint and status", ["endpoint", "status"], registry=r
         )
@@ -67,6 +68,10 @@ class ServeMetrics:
             self._largest_batch = batch_size
             self.batch_size_max.set(batch_size)
 
+    def add_registry(self, registry: CollectorRegistry) -> None:
+        """Also expose another registry's metrics on /metrics (an engine's own, such as vLLM's `vllm:*`)."""
+        self._extra_registries.append(registry)
+
     def render(self) -> bytes:
         """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        return b"".join(generate_latest(r) for r in (self.registry, *self._extra_registries))

@@ -5,6 +5,7 @@ The one place that wires the parts together (used by `prefixtune serve` and by t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -46,7 +47,12 @@ def build_engine(
 ) -> tuple[Engine, AdapterRegistry]:
     """The engine `config.engine` names, with its registry (same rules for both; the compiled form differs)."""
     if config.engine == "vllm":
-        from prefixtune.vllm.server import build_vllm_engine  # needs vllm: `make setup-vllm`
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(
+                "--engine vllm needs vLLM, which is not installed in this environment: run `make setup-vllm` "
+                "(CPU) and use .venv-vllm/bin/prefixtune, or `pip install 'prefixtune[vllm]'` (GPU)"
+            )
+        from prefixtune.vllm.server import build_vllm_engine
 
         return build_vllm_engine(model, tokenizer, config, metrics, root, name)
     registry = AdapterRegistry(

@@ -78,12 +78,16 @@ class VllmEngine:
         from vllm.config import KVTransferConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics.prometheus import get_prometheus_registry
 
         kwargs = self.config.engine_args()
         kwargs["kv_transfer_config"] = KVTransferConfig(**kwargs["kv_transfer_config"])
         args = AsyncEngineArgs(**kwargs)
         self.llm = AsyncLLM.from_engine_args(args)
         self._vocab_size = int(self.llm.model_config.get_vocab_size())
+        # vLLM's own gauges (running/waiting requests, batch, preemptions, prefix-cache hits) on our /metrics;
+        # the built-in engine's step metrics (prefixtune_batch_size, ...) are not filled by this engine.
+        self.metrics.add_registry(get_prometheus_registry())
         self.is_accepting = True
         logger.info("vLLM engine ready: %s, context %d", self.config.model, self.max_model_len)
 
