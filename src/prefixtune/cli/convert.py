@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefixtune.cli.common import resolve_model_name
 from prefixtune.errors import AdapterFormatError
-from prefixtune.io.peft_format import PREFIX_TUNING, PROMPT_TUNING
+from prefixtune.parametrizations.peft_types import PREFIX_TUNING, PROMPT_TUNING
 
 EXAMPLES = """\
 examples:

@@ -14,7 +14,6 @@ from prefixtune.cli.common import add_model_flags, format_table, load_for_infere
 from prefixtune.cli.options import parse_mapping
 from prefixtune.train.data import SkipReport, infer_format, parse_records
 from prefixtune.train.datasets import SPLITS, builtin_format, load_records
-from prefixtune.train.evaluate import evaluate
 from prefixtune.train.formats import KINDS, TaskFormat
 
 EXAMPLES = """\
@@ -69,6 +68,8 @@ def _task_format(args: argparse.Namespace, stored: TaskFormat | None, records: l
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the metrics."""
+    from prefixtune.train.evaluate import evaluate
+
     pm, tokenizer, adapter_name = load_for_inference(args.model, args.adapter)
     records = load_records(args.data, args.split, args.limit)
     fmt = _task_format(args, stored_task_format(pm, adapter_name), records)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from prefixtune.cli.common import resolve_model_name
 from prefixtune.errors import AdapterFormatError
-from prefixtune.io.kv_pack import DTYPES
+
+# `io.kv_pack.DTYPES` by name, without importing torch for `--help` (a test keeps the two equal).
+PACK_DTYPES = ("bfloat16", "float16", "float32")
 
 EXAMPLES = """\
 examples:
@@ -44,13 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "adapter's run, else smollm2-135m)",
     )
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the pack (default: float32)"
+        "--dtype", choices=PACK_DTYPES, default="float32", help="dtype of the pack (default: float32)"
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compile, write, describe."""
+    import torch
+
     import prefixtune as pt
     from prefixtune.io.kv_pack import write_kv_pack
     from prefixtune.models import load_model

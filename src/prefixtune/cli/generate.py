@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from prefixtune.cli.common import add_model_flags, load_for_inference, stored_task_format
 from prefixtune.errors import ConfigError
 from prefixtune.train.formats import TaskFormat
@@ -64,6 +62,7 @@ def build_prompt(text: str, tokenizer, fmt: TaskFormat | None, *, raw: bool, cha
 
 def run(args: argparse.Namespace) -> int:
     """Generate and stream to stdout."""
+    import torch
     from transformers import TextStreamer
 
     text = sys.stdin.read() if args.prompt == "-" else args.prompt

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from prefixtune.cli.common import format_table
+
+if TYPE_CHECKING:
+    import torch
 
 EXAMPLES = """\
 examples:
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def per_layer_norms(method: str, tensors: dict[str, torch.Tensor]) -> list[float]:
     """L2 norm of each layer's trained numbers (the method's per-layer view); one entry for a method that
     trains nothing per layer (a prompt)."""
+    import torch
+
     from prefixtune.parametrizations import parametrization_class
 
     layers = parametrization_class(method).layer_views(tensors)

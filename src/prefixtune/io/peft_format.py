@@ -27,15 +27,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from prefixtune.errors import AdapterFormatError
-from prefixtune.parametrizations.base import PREFIX_TUNING, PROMPT_TUNING
+from prefixtune.parametrizations.peft_types import (
+    PEFT_POSITION_CONVENTION,
+    PREFIX_TUNING,
+    PROMPT_TUNING,
+    SUPPORTED_TYPES,
+)
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
 TENSOR_NAME = "prompt_embeddings"
-# The only convention PEFT can express, stated once: prefix keys used as stored, real tokens numbered m + j.
-PEFT_POSITION_CONVENTION = "shifted"
-SUPPORTED_TYPES = (PREFIX_TUNING, PROMPT_TUNING)
+__all__ = ["PEFT_POSITION_CONVENTION", "PREFIX_TUNING", "PROMPT_TUNING", "SUPPORTED_TYPES", "PeftAdapter"]
 RESAVE_HINT = (
     "re-save it with safetensors where you trust the file: "
     "PeftModel.from_pretrained(model, SRC).save_pretrained(DST, safe_serialization=True)"

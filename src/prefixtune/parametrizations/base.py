@@ -21,8 +21,9 @@ from prefixtune.config import PrefixConfig
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import ConfigError
+from prefixtune.parametrizations.peft_types import PREFIX_TUNING, PROMPT_TUNING
 
-PREFIX_TUNING, PROMPT_TUNING = "PREFIX_TUNING", "PROMPT_TUNING"  # PEFT's names (peft 0.17-0.21)
+__all__ = ["PREFIX_TUNING", "PROMPT_TUNING", "Observation", "Parametrization", "PeftTensors"]
 
 
 class PeftTensors(Protocol):
