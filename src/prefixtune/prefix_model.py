@@ -64,6 +64,11 @@ class PrefixModel(nn.Module):
     def adapter_names(self) -> list[str]:
         return list(self.adapters.keys())
 
+    @property
+    def config(self) -> Any:
+        """The base model's transformers config, read by Hugging Face Trainer and TRL as from a PeftModel."""
+        return self.base_model.config
+
     def add_adapter(self, name: str, config: PrefixConfig) -> Parametrization:
         """Create a new, initialized adapter `name` (made active if it is the first)."""
         self._check_new_name(name)
