@@ -2,7 +2,9 @@
 
 For method "prefix", layer l gets X^l = [P^l ; H^{l-1}] (m + n positions), runs as usual over all of them,
 and only the last n outputs go on: H^l = Layer(X^l)[-n:]. For method "prompt", the soft prompt is put in
-front of the token embeddings once and its positions flow through every layer.
+front of the token embeddings once and its positions flow through every layer. For method "kv", every
+layer's attention sees [K^l ; K] and [V^l ; V]: the model runs once with its own key/value cache already
+holding each layer's prefix, so its own attention does the concatenation (`reference_kv_logits`).
 
 Deliberately slow and independent of the fast path: no compilation, no key/value capture, no prefix-aware
 attention (the model's own attention implementation runs with an explicit (m+n) x (m+n) mask). It supports
@@ -12,12 +14,13 @@ Qwen2/3, Mistral), read through their public module names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from prefixtune.core.hf.attention import base_implementation
+from prefixtune.core.hf.cache import cache_argument, prefilled_cache
 from prefixtune.errors import UnsupportedModelError
 
 
@@ -69,6 +72,47 @@ def reference_logits(
         h = out[:, m:] if prompt is None else out  # keep the last n: prefix outputs are discarded
     h = family.final_norm(h)
     return model.get_output_embeddings()(h[:, -n:])
+
+
+@torch.no_grad()
+def reference_kv_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    keys: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """Logits of the real tokens with per-layer keys/values in front of every layer's own, computed literally.
+
+    Args:
+        model: a transformers causal LM (any family with a standard cache).
+        input_ids: (B, n). attention_mask: (B, n), 1 = real token.
+        keys, values: per layer (H_kv, m, D), method "kv".
+
+    Returns:
+        (B, n, V) logits (values at padding positions are unspecified).
+    """
+    if base_implementation(model) not in ("sdpa", "eager"):
+        raise UnsupportedModelError("the reference path runs with sdpa or eager attention")
+    B = input_ids.shape[0]
+    m = keys[0].shape[1]
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    dtype = model.get_input_embeddings().weight.dtype
+    cache = prefilled_cache(
+        model,
+        [k.to(dtype)[None].expand(B, -1, -1, -1).contiguous() for k in keys],  # (B, H_kv, m, D)
+        [v.to(dtype)[None].expand(B, -1, -1, -1).contiguous() for v in values],
+    )
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0) + m  # "shifted": real token j at m + j
+    full_mask = torch.cat([torch.ones(B, m, dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, m + n)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=full_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        **{cache_argument(model): cache},
+    )
+    return out.logits
 
 
 def _mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -16,6 +16,7 @@ from prefixtune.config import PrefixConfig
 from prefixtune.core.capture import capture_kv
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core.reference import reference_kv_logits
 from prefixtune.parametrizations.base import PREFIX_TUNING, Parametrization, PeftTensors
 from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
@@ -141,3 +142,9 @@ class KVPrefix(Parametrization):
     def tensors_from_peft(cls, adapter: PeftTensors) -> dict[str, torch.Tensor]:
         keys, values = adapter.layer_kv()
         return {f"keys.{i}": k for i, k in enumerate(keys)} | {f"values.{i}": v for i, v in enumerate(values)}
+
+    def reference_logits(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        keys, values = self.layer_tensors()
+        return reference_kv_logits(model, input_ids, attention_mask, keys, values)
