@@ -70,3 +70,63 @@ def test_evaluate_classification_and_generation_tasks(tmp_path, tokenizer):
     fmt = infer_format(records)
     result = evaluate(pm, tokenizer, parse_records(records, fmt, tokenizer), fmt, max_new_tokens=4)
     assert set(result.metrics) == {"exact_match", "bleu", "rougeL", "n"} and len(result.predictions) == 3
+
+
+# ----- multi-reference generation metrics (issue 13, part 3) ---------------------------------------------
+def test_multi_reference_bleu_is_sacrebleus_reference_streams():
+    import sacrebleu
+
+    predictions = ["the cat sat on the mat", "a dog runs in the park", "it rains today"]
+    references = [
+        ["the cat is on the mat", "a cat sat on the mat"],
+        ["a dog is running in a park", "the dog runs in the park"],
+        ["today it rains", "it is raining today"],
+    ]
+    streams = [[refs[k] for refs in references] for k in range(2)]
+    assert bleu(predictions, references) == pytest.approx(sacrebleu.corpus_bleu(predictions, streams).score)
+    single = bleu(predictions, [refs[0] for refs in references])
+    assert bleu(predictions, references) > single  # the second references match more n-grams
+
+
+def test_a_variable_number_of_references_and_best_match_rouge_and_exact_match():
+    from prefixtune.train.metrics import generation_metric_settings, generation_metrics
+
+    predictions = ["the cat sat on the mat", "a dog"]
+    references = [["something else entirely", "the cat sat on the mat"], "a dog"]  # 2 references, then 1
+    assert bleu(predictions, references) == pytest.approx(100.0)
+    assert rouge_l(["the cat sat"], [["the cat sat on the mat", "the cat sat"]]) == pytest.approx(1.0)
+    assert exact_match([" a dog "], [["a cat", "a dog"]]) == 1.0
+    metrics = generation_metrics(predictions, references)
+    assert metrics["exact_match"] == 1.0 and metrics["rougeL"] == pytest.approx(1.0)
+    settings = generation_metric_settings(predictions, references)
+    assert settings["bleu"].startswith("nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert "use_stemmer=True" in settings["rougeL"] and "best reference" in settings["rougeL"]
+
+
+def test_completion_records_carry_their_references(tmp_path, tokenizer):
+    from prefixtune.errors import DataError
+
+    rows = [{"prompt": "name[Aromi]", "completion": " Aromi.", "references": [" Aromi.", " It is Aromi."]}]
+    records = list(read_jsonl(write_jsonl(tmp_path / "r.jsonl", rows)))
+    (example,) = parse_records(records, infer_format(records), tokenizer)
+    assert example.references == (" Aromi.", " It is Aromi.") and example.reference == " Aromi."
+    bad = list(read_jsonl(write_jsonl(tmp_path / "b.jsonl", [{**rows[0], "references": " Aromi."}])))
+    with pytest.raises(DataError, match="'references' must be a non-empty list of strings"):
+        parse_records(bad, infer_format(bad), tokenizer)
+
+
+def test_eval_json_reports_multi_reference_metrics_with_their_settings(tmp_path, tiny_llama_dir, capsys):
+    import json
+
+    from prefixtune.cli.main import main
+
+    rows = [
+        {"prompt": f"Q{i}:", "completion": " ok", "references": [" ok", " fine", " yes"][: 1 + i % 3]} for i in range(4)
+    ]
+    data = write_jsonl(tmp_path / "refs.jsonl", rows)
+    argv = ["eval", "--adapter", "none", "--model", str(tiny_llama_dir), "--data", str(data), "--json"]
+    argv += ["--max-new-tokens", "3"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"exact_match", "bleu", "rougeL", "n"} <= set(metrics) and metrics["n"] == 4
+    assert metrics["settings"]["bleu"].startswith("nrefs:var|")

@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         metrics["skipped"] = skips.count
         print(skips.summary(), file=sys.stderr)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps({**metrics, **({"settings": result.settings} if result.settings else {})}))
     else:
         title = f"{args.adapter if adapter_name else 'bare model'} on {args.data}"
-        print(format_table(list(metrics.items()), title=title))
+        print(format_table([*metrics.items(), *result.settings.items()], title=title))
     return 0

@@ -21,7 +21,14 @@ from prefixtune.core.positions import shifted_position_ids
 from prefixtune.train.collate import pad_prompts
 from prefixtune.train.data import encode_prompt
 from prefixtune.train.formats import Example, TaskFormat
-from prefixtune.train.metrics import LogitsFn, accuracy, generation_metrics, macro_f1, score_options
+from prefixtune.train.metrics import (
+    LogitsFn,
+    accuracy,
+    generation_metric_settings,
+    generation_metrics,
+    macro_f1,
+    score_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,7 @@ class EvalResult:
 
     metrics: dict[str, float]
     predictions: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # how metrics were computed (sacrebleu signature)
 
 
 def _is_bare(model: Any) -> bool:
@@ -118,9 +126,10 @@ def _generate(
 ) -> EvalResult:
     prompts = [encode_prompt(e, tokenizer) for e in examples]
     predictions = generate_texts(model, tokenizer, prompts, adapter, batch_size=bs, max_new_tokens=max_new)
-    metrics = generation_metrics(predictions, [e.reference or "" for e in examples])
+    references = [list(e.references) or [e.reference or ""] for e in examples]
+    metrics = generation_metrics(predictions, references)
     metrics["n"] = float(len(examples))
-    return EvalResult(metrics, predictions)
+    return EvalResult(metrics, predictions, generation_metric_settings(predictions, references))
 
 
 def evaluate(

@@ -38,12 +38,15 @@ class Example:
         source: `path:line` (or `name[index]` for built-in data), used in every error message.
         label: the class label (classification only).
         reference: the expected output, for generation metrics (completion and chat).
+        references: every acceptable output when the record lists them (`"references": [...]`, as E2E,
+            WebNLG and CommonGen do); multi-reference BLEU and ROUGE score against these. Empty: `reference`.
     """
 
     segments: tuple[Segment, ...]
     source: str
     label: str | None = None
     reference: str | None = None
+    references: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> str:
@@ -141,6 +144,15 @@ def _require_str(record: Mapping[str, Any], key: str, source: str) -> str:
     return value
 
 
+def _optional_references(record: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    value = record.get("references")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(r, str) for r in value):
+        raise DataError(f"{source}: field 'references' must be a non-empty list of strings, got {value!r:.80}")
+    return tuple(value)
+
+
 def _parse_classification(record: Mapping[str, Any], fmt: TaskFormat, source: str, _tok: Any) -> Example:
     text = _require_str(record, "text", source)
     if "label" not in record or isinstance(record["label"], (dict, list)) or record["label"] is None:
@@ -163,7 +175,8 @@ def _parse_completion(record: Mapping[str, Any], fmt: TaskFormat, source: str, t
         raise DataError(f"{source}: field 'completion' is empty; there is nothing to train on")
     eos = (tok.eos_token or "") if (fmt.append_eos and tok is not None) else ""
     segments = (Segment(prompt, False), Segment(completion + eos, True))
-    return Example(segments=segments, source=source, reference=completion)
+    references = _optional_references(record, source)
+    return Example(segments=segments, source=source, reference=completion, references=references)
 
 
 def _parse_chat(record: Mapping[str, Any], fmt: TaskFormat, source: str, tok: Any) -> Example:

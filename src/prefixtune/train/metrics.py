@@ -2,7 +2,8 @@
 
 One job: numbers from predictions. `score_options` turns a logits function into per-option log-likelihoods
 (sum of log p over each option's tokens given the prompt; argmax is the prediction), the rest are plain
-functions of predictions and references. BLEU and ROUGE come from sacrebleu and rouge-score. Depends on torch
+functions of predictions and references (one or several per prediction). BLEU and ROUGE come from sacrebleu
+and rouge-score, with their settings reported by `generation_metric_settings`. Depends on torch
 and `train.collate`; knows nothing of adapters (the logits function hides them).
 """
 
@@ -87,33 +88,72 @@ def macro_f1(predictions: Sequence[str], references: Sequence[str], labels: Sequ
     return total / len(labels)
 
 
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Share of predictions equal to their reference after stripping surrounding whitespace."""
-    return accuracy([p.strip() for p in predictions], [r.strip() for r in references])
+# ----- generation metrics: one or several references per prediction ------------------------------------
+# E2E, WebNLG and CommonGen report corpus BLEU against every reference of an input (sacrebleu's multi-reference
+# mode) and ROUGE-L against the best-matching reference; a plain string is one reference.
+References = Sequence[str | Sequence[str]]
+ROUGE_SETTINGS = "rouge-score {version}, rougeL F-measure, use_stemmer=True, best reference per example, mean"
 
 
-def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (sacrebleu, default 13a tokenization), 0-100."""
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+def reference_lists(references: References) -> list[list[str]]:
+    """Each prediction's references as a list (a string is a list of one)."""
+    return [[r] if isinstance(r, str) else list(r) for r in references]
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure (rouge-score, with stemming), 0-1."""
+def exact_match(predictions: Sequence[str], references: References) -> float:
+    """Share of predictions equal to one of their references, after stripping surrounding whitespace."""
+    if not references:
+        return 0.0
+    pairs = zip(predictions, reference_lists(references), strict=True)
+    return sum(p.strip() in {r.strip() for r in refs} for p, refs in pairs) / len(references)
+
+
+def _bleu(predictions: Sequence[str], references: References):  # -> (sacrebleu BLEUScore, BLEU metric)
+    from sacrebleu.metrics import BLEU
+
+    refs = reference_lists(references)
+    if len(refs) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(refs)} reference sets")
+    K = max((len(r) for r in refs), default=1)
+    # sacrebleu takes K reference streams; a segment with fewer references has None in the others.
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(K)]
+    metric = BLEU()  # sacrebleu's defaults: 13a tokenization, mixed case, exponential smoothing
+    return metric.corpus_score(list(predictions), streams), metric
+
+
+def bleu(predictions: Sequence[str], references: References) -> float:
+    """Corpus BLEU (sacrebleu defaults, every reference of each prediction), 0-100."""
+    return float(_bleu(predictions, references)[0].score)
+
+
+def rouge_l(predictions: Sequence[str], references: References) -> float:
+    """Mean over predictions of the ROUGE-L F-measure against the best reference (rouge-score, stemming), 0-1."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     if not references:
         return 0.0
-    pairs = zip(references, predictions, strict=True)
-    return sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in pairs) / len(references)
+    pairs = zip(reference_lists(references), predictions, strict=True)
+    return sum(scorer.score_multi(refs, p)["rougeL"].fmeasure for refs, p in pairs) / len(references)
 
 
-def generation_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Exact match, BLEU and ROUGE-L of generated texts."""
+def generation_metrics(predictions: Sequence[str], references: References) -> dict[str, float]:
+    """Exact match, BLEU and ROUGE-L of generated texts (each against all of its references)."""
+    refs = reference_lists(references)
     return {
-        "exact_match": exact_match(predictions, references),
-        "bleu": bleu(predictions, references),
-        "rougeL": rouge_l(predictions, references),
+        "exact_match": exact_match(predictions, refs),
+        "bleu": bleu(predictions, refs),
+        "rougeL": rouge_l(predictions, refs),
     }
+
+
+def generation_metric_settings(predictions: Sequence[str], references: References) -> dict[str, str]:
+    """How `generation_metrics` computed BLEU and ROUGE-L, to print beside the numbers.
+
+    BLEU gets sacrebleu's signature (`nrefs:var|case:mixed|eff:no|tok:13a|smooth:exp|version:...`), the
+    string papers quote so that scores are comparable.
+    """
+    from importlib.metadata import version
+
+    _, metric = _bleu(predictions, references)
+    return {"bleu": str(metric.get_signature()), "rougeL": ROUGE_SETTINGS.format(version=version("rouge-score"))}
