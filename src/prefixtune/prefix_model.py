@@ -21,6 +21,7 @@ from prefixtune.config import PrefixConfig
 from prefixtune.core.fingerprint import compare, fingerprint
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.hf import checkpointing
+from prefixtune.core.hf.attention import uninstall
 from prefixtune.core.hf.geometry import read_geometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
@@ -47,6 +48,9 @@ class PrefixModel(nn.Module):
 
     def __init__(self, base_model: nn.Module, tokenizer: Any | None = None) -> None:
         super().__init__()
+        # What attaching changes, so that `detach` can give the model back as it was.
+        self._requires_grad = {name: p.requires_grad for name, p in base_model.named_parameters()}
+        self._is_detached = False
         base_model.requires_grad_(False)
         ensure_installed(base_model)
         self.base_model = base_model
@@ -125,7 +129,23 @@ class PrefixModel(nn.Module):
 
     def compile(self, name: str | None = None) -> PrefixKV:
         """Adapter `name` as per-layer keys/values (differentiable when gradients are enabled)."""
+        self._check_attached()
         return self._adapter(name).compile(self.base_model, self.base_fingerprint())
+
+    def detach(self) -> nn.Module:
+        """Give the base model back exactly as it was before `attach`, and return it.
+
+        Undoes everything attaching changed: the attention implementation of every (sub)config, prefixtune's
+        attributes on attention modules, and each parameter's `requires_grad`. (Compiling adds hooks only for
+        the duration of a compile.) The model's outputs then equal those of a never-attached twin bit for
+        bit. This PrefixModel cannot run afterwards; the adapters stay readable (save them first if needed).
+        """
+        if not self._is_detached:
+            uninstall(self.base_model)
+            for name, p in self.base_model.named_parameters():
+                p.requires_grad_(self._requires_grad.get(name, p.requires_grad))
+            self._is_detached = True
+        return self.base_model
 
     def base_fingerprint(self) -> dict[str, Any]:
         """The fingerprint of the base model (computed once; the base never changes)."""
@@ -147,6 +167,7 @@ class PrefixModel(nn.Module):
         Returns:
             transformers' CausalLMOutput: `.logits` (B, T, V), `.loss` when `labels` (B, T) are given.
         """
+        self._check_attached()
         ref = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
         kvs = self.prefix_kvs_for(adapter_names, ref.shape[0])
         return prefix_forward(
@@ -166,6 +187,7 @@ class PrefixModel(nn.Module):
         Returns:
             (B * num_return_sequences, T + new) token ids.
         """
+        self._check_attached()
         kvs = [None if kv is None else kv.detach() for kv in self.prefix_kvs_for(adapter_names, input_ids.shape[0])]
         return generate_with_prefixes(self.base_model, input_ids, attention_mask, kvs, **generate_kwargs)
 
@@ -293,6 +315,10 @@ class PrefixModel(nn.Module):
         return cls
 
     # ----- internals ------------------------------------------------------------------------------------
+    def _check_attached(self) -> None:
+        if self._is_detached:
+            raise RuntimeError("this PrefixModel was detached from its base model; attach the model again to run it")
+
     def _insert(self, name: str, adapter: Parametrization, metadata: dict[str, Any]) -> None:
         self.adapters[name] = adapter
         self._metadata[name] = dict(metadata)

@@ -3,13 +3,15 @@
 Compilation and initialization both need "the keys and values layer l computes from these inputs". Rather
 than re-implement every architecture's norms, projections, q/k norms and rotary embedding, we run the model's
 own modules and record the keys/values its attention function receives (DESIGN.md §2, issue 2 item 3). A
-forward pre-hook can replace each layer's input with its own prefix P^l (method "prefix"); the run stops
-right after the last layer's keys/values are recorded.
+forward pre-hook, present only while such a capture runs, can replace each layer's input with its own prefix
+P^l (method "prefix"); the run stops right after the last layer's keys/values are recorded.
 """
 
 from __future__ import annotations
 
-import types
+import functools
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -53,42 +55,64 @@ class KVCapture:
             raise _LayerComplete
 
 
-# The per-layer inputs of the capture run in progress, if any. A ContextVar (per thread, per asyncio task)
-# rather than hooks registered for the duration of a capture: the model may be shared with a serving engine
-# running forwards on another thread, and those must never see a capture's replacement.
+# The per-layer inputs of the capture run in progress, if any. A ContextVar (per thread, per asyncio task): the
+# model may be shared with a serving engine running forwards on another thread while a capture has its hooks
+# in place, and those forwards must never see a capture's replacement.
 _LAYER_INPUTS: ContextVar[torch.Tensor | None] = ContextVar("prefixtune_layer_inputs", default=None)
 
-
-def _install_layer_input_hooks(model: nn.Module) -> None:
-    """Once per model: a pre-hook on every decoder layer that swaps in `_LAYER_INPUTS[:, l]` when set, and a
-    wrapper around its forward that ends the layer early on `_LayerComplete` (its output is replaced anyway)."""
-    if getattr(model, "_prefixtune_capture_hooks", False):
-        return
-
-    def make_hook(idx: int):
-        def hook(module, args, kwargs):
-            inputs = _LAYER_INPUTS.get()
-            if inputs is None:
-                return None  # an ordinary forward: untouched
-            new = inputs[:, idx]
-            if args:
-                return (new.to(args[0].dtype), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": new.to(kwargs["hidden_states"].dtype)}
-
-        return hook
-
-    for i, layer in enumerate(decoder_layers(model)):
-        layer.register_forward_pre_hook(make_hook(i), with_kwargs=True)
-        # Bound methods (not closures), so that copy.deepcopy of the model rebinds them to the copy's layers.
-        layer._prefixtune_forward = layer.forward  # the class's forward, or a wrapper already in place
-        layer.forward = types.MethodType(_forward_ending_early, layer)
-    model._prefixtune_capture_hooks = True
+# Hooks exist only while a capture that replaces layer inputs runs: model -> (captures running, hook handles).
+_HOOKS: weakref.WeakKeyDictionary[nn.Module, tuple[int, list]] = weakref.WeakKeyDictionary()
+_HOOKS_LOCK = threading.Lock()
+_NO_FORWARD = object()
 
 
-def _forward_ending_early(layer: nn.Module, *args, **kwargs):
-    """A decoder layer's forward that a capture may end once the layer's keys/values are recorded."""
+def _swap_input(idx: int):
+    def hook(module, args, kwargs):
+        inputs = _LAYER_INPUTS.get()
+        if inputs is None:
+            return None  # a forward of another thread while this capture runs: untouched
+        new = inputs[:, idx]
+        if args:
+            return (new.to(args[0].dtype), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": new.to(kwargs["hidden_states"].dtype)}
+
+    return hook
+
+
+def _add_layer_input_hooks(model: nn.Module) -> None:
+    """A pre-hook on every decoder layer that swaps in `_LAYER_INPUTS[:, l]` when set, and a forward that ends
+    the layer early on `_LayerComplete` (its output is replaced anyway). Counted: nested or concurrent
+    captures share one set, removed by the last `_remove_layer_input_hooks`."""
+    with _HOOKS_LOCK:
+        count, undo = _HOOKS.get(model, (0, []))
+        if count == 0:
+            for i, layer in enumerate(decoder_layers(model)):
+                handle = layer.register_forward_pre_hook(_swap_input(i), with_kwargs=True)
+                own = layer.__dict__.get("forward", _NO_FORWARD)  # a wrapper already in place, if any
+                layer.forward = functools.partial(_forward_ending_early, layer.forward)
+                undo.append((layer, handle, own))
+        _HOOKS[model] = (count + 1, undo)
+
+
+def _remove_layer_input_hooks(model: nn.Module) -> None:
+    with _HOOKS_LOCK:
+        count, undo = _HOOKS[model]
+        if count > 1:
+            _HOOKS[model] = (count - 1, undo)
+            return
+        for layer, handle, own in undo:
+            handle.remove()
+            if own is _NO_FORWARD:
+                del layer.forward  # the class's forward again
+            else:
+                layer.forward = own
+        del _HOOKS[model]
+
+
+def _forward_ending_early(forward, *args, **kwargs):
+    """A decoder layer's `forward` that a capture may end once the layer's keys/values are recorded."""
     try:
-        return layer._prefixtune_forward(*args, **kwargs)
+        return forward(*args, **kwargs)
     except _LayerComplete:
         # The next layer's pre-hook replaces this output; returning the input keeps the model's loop going.
         return args[0] if args else kwargs["hidden_states"]
@@ -97,12 +121,13 @@ def _forward_ending_early(layer: nn.Module, *args, **kwargs):
 @contextmanager
 def _replace_layer_inputs(model: nn.Module, layer_inputs: torch.Tensor) -> Iterator[None]:
     """Make decoder layer l see `layer_inputs[:, l]` as its input hidden states. layer_inputs: (B, L, m, d)."""
-    _install_layer_input_hooks(model)
+    _add_layer_input_hooks(model)
     token = _LAYER_INPUTS.set(layer_inputs)
     try:
         yield
     finally:
         _LAYER_INPUTS.reset(token)
+        _remove_layer_input_hooks(model)
 
 
 def capture_kv(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
@@ -55,33 +57,64 @@ def base_implementation(model: nn.Module) -> str:
     return impl.removeprefix(PREFIX)
 
 
+@dataclass(slots=True)
+class _Installed:
+    """What `install` changed, so that `uninstall` can put it back exactly."""
+
+    implementations: list[tuple[Any, Any]]  # (config, its _attn_implementation before), in model.modules() order
+
+
 def install(model: nn.Module) -> None:
-    """Switch `model` to prefix-aware attention. Idempotent.
+    """Switch `model` to prefix-aware attention, recording what it changes (undone by `uninstall`). Idempotent.
 
     Raises:
         UnsupportedModelError: for attention implementations other than sdpa and eager.
     """
+    if is_installed(model):
+        return
     base = base_implementation(model)
     if base not in SUPPORTED:
         raise UnsupportedModelError(
             f"attention implementation {base!r} is not supported; load the model with "
             f"attn_implementation='sdpa' or 'eager'"
         )
+    name = _register(base)
+    configs = [c for c in _configs(model) if hasattr(c, "_attn_implementation")]
+    record = _Installed([(c, c._attn_implementation) for c in configs])
     for idx, layer in enumerate(decoder_layers(model)):
         for sub in layer.modules():
             if "Attention" in type(sub).__name__:
                 sub._prefixtune_layer_idx = idx
-    _set_implementation(model, _register(base))
+    for config in configs:  # every (sub)config carrying the attribute, as set_attn_implementation does
+        config._attn_implementation = name
+    model._prefixtune_installed = record
+
+
+def is_installed(model: nn.Module) -> bool:
+    """Whether prefix-aware attention is installed on `model`."""
+    return (model.config._attn_implementation or "").startswith(PREFIX)
 
 
 def uninstall(model: nn.Module) -> None:
-    """Give the model back its own attention implementation."""
-    _set_implementation(model, base_implementation(model))
+    """Give the model back exactly what `install` changed: its attention implementation(s), and no
+    prefixtune attributes on its modules."""
+    record = model.__dict__.pop("_prefixtune_installed", None)
+    if record is not None:
+        for config, implementation in record.implementations:  # top config first: its setter resets sub-configs
+            config._attn_implementation = implementation
+    elif is_installed(model):  # installed by an older prefixtune: the base implementation is all we know
+        for config in _configs(model):
+            if hasattr(config, "_attn_implementation"):
+                config._attn_implementation = base_implementation(model)
+    for module in model.modules():
+        module.__dict__.pop("_prefixtune_layer_idx", None)
 
 
-def _set_implementation(model: nn.Module, name: str) -> None:
-    # Every (sub)config carrying the attribute is switched, as set_attn_implementation does.
+def _configs(model: nn.Module) -> list[Any]:
+    """Every distinct config object of the model's modules, in model.modules() order."""
+    seen: dict[int, Any] = {}
     for module in model.modules():
         config = getattr(module, "config", None)
-        if config is not None and hasattr(config, "_attn_implementation"):
-            config._attn_implementation = name
+        if config is not None and id(config) not in seen:
+            seen[id(config)] = config
+    return list(seen.values())
