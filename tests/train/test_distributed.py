@@ -72,6 +72,13 @@ def _flags(cfg: TrainConfig) -> list[str]:
     return [*flags, "--resume"] if cfg.resume else flags
 
 
+# FSDP2 shards every decoder layer (the frozen base) and the root across the processes (docs/distributed.md).
+FSDP_FLAGS = [
+    "--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+    "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--fsdp_state_dict_type", "FULL_STATE_DICT",
+]  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,13 +86,14 @@ def _free_port() -> int:
 
 
 def _launch(launcher: str, cfg: TrainConfig) -> subprocess.CompletedProcess:
-    """Run `prefixtune train` in 2 processes under `torchrun` or `accelerate launch`."""
+    """Run `prefixtune train` in 2 processes under `torchrun`, `accelerate launch` or its FSDP."""
     module = ["-m", "prefixtune.cli.main", "train", *_flags(cfg)]
     if launcher == "torchrun":
         cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *module]
     else:  # accelerate's torch.distributed launcher; on a machine without GPUs it makes a gloo group
         port = str(_free_port())
-        cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+        cmd = [str(BIN / "accelerate"), "launch", "--num_processes", "2", "--num_machines", "1"]
+        cmd += FSDP_FLAGS if launcher == "fsdp" else ["--multi_gpu"]
         cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, *module]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -168,3 +176,16 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(setup, one_process):
 def test_dropout_seeds_differ_per_process_and_step():
     seeds = {micro_batch_seed(0, step, rank) for step in range(4) for rank in range(2)}
     assert len(seeds) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="accelerate's FSDP needs 2 GPUs (it is not offered on gloo)")
+def test_fsdp_through_accelerate_shards_the_base_and_trains_the_one_process_adapter(setup, one_process):
+    out = setup["root"] / "fsdp"
+    done = _launch("fsdp", _config(setup, out, batch_size=GLOBAL_BATCH // 2))
+    held = [line for line in done.stderr.splitlines() if "this process holds" in line]
+    assert len(held) == 2 and "FSDP" in held[0]
+    local, total = (int(w) for w in held[0].split("holds ")[1].split(" elements")[0].split(" of the model's "))
+    assert local < total  # the frozen base is sharded across the 2 processes
+    _assert_same_adapter(one_process, out)
+    _assert_written_once(out, one_process)

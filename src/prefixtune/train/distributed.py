@@ -86,3 +86,12 @@ def micro_batch_seed(seed: int, micro_index: int, rank: int) -> int:
     processes never draw the same dropout masks (they would with one global seed).
     """
     return ((seed * 1_000_003 + micro_index) * 1_009 + rank) % (2**63)
+
+
+def local_numel(module: torch.nn.Module) -> tuple[int, int]:
+    """(elements this process holds, elements in all) of `module`'s parameters; they differ when sharded."""
+    local = total = 0
+    for p in module.parameters():
+        total += p.numel()
+        local += p.to_local().numel() if hasattr(p, "to_local") else p.numel()  # FSDP2 keeps DTensor shards
+    return local, total

@@ -32,6 +32,7 @@ from prefixtune.train.config import TrainConfig
 from prefixtune.train.data import IGNORE_INDEX, Encoded
 from prefixtune.train.distributed import (
     broadcast_parameters,
+    local_numel,
     micro_batch_seed,
     sum_across_processes,
     sum_gradients,
@@ -150,6 +151,10 @@ class Trainer:
         if self.is_wrapped:
             self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
             self.params = [p for p in self.model.parameters() if p.requires_grad]
+            local, total = local_numel(self.model)
+            logger.info(
+                "%s: this process holds %d of the model's %d elements", self.accelerator.distributed_type, local, total
+            )
         else:
             self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
             broadcast_parameters(self.params)
