@@ -57,3 +57,23 @@ def test_memo_rebuilds_for_another_mask_or_key() -> None:
     batch.memo(("k", 1), mask_b, build("b"))  # another mask object: rebuilt
     batch.memo(("k", 2), mask_b, build("c"))  # another key: rebuilt
     assert calls == ["a", "b", "c"]
+
+
+def test_the_registered_function_resolves_one_typed_context():
+    from torch import nn
+
+    from prefixtune.core.attention import AttentionContext
+    from prefixtune.core.capture import KVCapture
+    from prefixtune.core.prefix_batch import active_prefix_batch
+
+    module = nn.Module()
+    module.layer_idx = 2
+    batch = PrefixBatch.build([None], device=torch.device("cpu"), dtype=torch.float32)
+    kwargs = {"prefix_batch": batch, "scaling": 0.5}
+    assert AttentionContext.resolve(module, kwargs) == AttentionContext(2, batch, None)
+    assert kwargs == {"scaling": 0.5}  # prefixtune's own entries never reach the model's attention
+    capture = KVCapture(3)
+    assert AttentionContext.resolve(module, {"kv_capture": capture}) == AttentionContext(2, None, capture)
+    with active_prefix_batch(batch):  # generate binds the batch instead of passing it
+        assert AttentionContext.resolve(module, {}).prefix_batch is batch
+    assert AttentionContext.resolve(module, {}).prefix_batch is None

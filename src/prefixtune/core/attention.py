@@ -16,12 +16,16 @@ Two ways to compute it, chosen by the query length and who owns the cache:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from prefixtune.core.prefix_batch import PrefixBatch, current_prefix_batch
+
+if TYPE_CHECKING:
+    from prefixtune.core.capture import KVCapture
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -39,6 +43,31 @@ def layer_index(module: nn.Module) -> int:
     return int(idx)
 
 
+@dataclass(frozen=True, slots=True)
+class AttentionContext:
+    """What one call of the attention function is for, resolved once from what transformers passed down.
+
+    Attributes:
+        layer: the decoder layer of the attention module.
+        prefix_batch: the rows' prefixes (a forward kwarg, or bound by `core.prefix_batch.active_prefix_batch`,
+            as `generate` needs), or None: the bare model.
+        capture: a `core.capture.KVCapture` when compiling (records this layer's keys/values), else None.
+    """
+
+    layer: int
+    prefix_batch: PrefixBatch | None
+    capture: KVCapture | None
+
+    @classmethod
+    def resolve(cls, module: nn.Module, kwargs: dict[str, Any]) -> AttentionContext:
+        """The context of one call; removes prefixtune's own entries from `kwargs`."""
+        capture = kwargs.pop("kv_capture", None)
+        batch = kwargs.pop("prefix_batch", None)
+        if batch is None and capture is None:
+            batch = current_prefix_batch()
+        return cls(layer_index(module), batch, capture)
+
+
 def prefix_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -48,31 +77,52 @@ def prefix_attention(
     *,
     base_fn: AttentionFn,
     mask_is_additive: bool,
-    prefix_batch: PrefixBatch | None = None,
-    kv_capture: Any = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Attention over [row's prefix ; keys], registered with transformers' AttentionInterface.
+    """The function registered with transformers' AttentionInterface: resolve the context, then `attend`.
 
     Args:
         module: the attention module (transformers passes itself).
         query: (B, H_q, T_q, D). key, value: (B, H_kv, T_kv, D), after rotary embedding and cache update.
-        attention_mask: transformers' mask for the real tokens, (B|1, 1, T_q, T_kv) bool (sdpa) or additive
-            float (eager), or None for a plain causal mask.
+        attention_mask: transformers' mask for the real tokens (see `attend`).
         base_fn: the model's own attention implementation (sdpa or eager) that does the arithmetic.
         mask_is_additive: whether `base_fn` expects an additive float mask (eager) rather than bool (sdpa).
-        prefix_batch: the per-row prefixes, passed down by transformers from the model's forward kwargs
-            (or bound with `core.prefix_batch.active_prefix_batch`, as `generate` needs).
-        kv_capture: a `core.capture.KVCapture` when compiling a prefix (records this layer's keys/values).
+        **kwargs: the model's forward kwargs, with prefixtune's `prefix_batch` / `kv_capture` among them.
 
     Returns:
         (attn_output (B, T_q, H_q, D), attention weights or None), as transformers expects.
     """
-    layer = layer_index(module)
-    if prefix_batch is None and kv_capture is None:
-        prefix_batch = current_prefix_batch()
-    if kv_capture is not None:
-        kv_capture.record(layer, key, value)
+    context = AttentionContext.resolve(module, kwargs)
+    if context.capture is not None:
+        context.capture.record(context.layer, key, value)
+    return attend(
+        context, module, query, key, value, attention_mask, base_fn=base_fn, mask_is_additive=mask_is_additive, **kwargs
+    )
+
+
+def attend(
+    context: AttentionContext,
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    base_fn: AttentionFn,
+    mask_is_additive: bool,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention over [row's prefix ; keys] for a resolved context; looks nothing up itself.
+
+    Args:
+        context: the resolved call (`AttentionContext.resolve`).
+        attention_mask: (B|1, 1, T_q, T_kv) bool (sdpa) or additive float (eager), or None for a plain causal
+            mask. Other arguments as `prefix_attention`.
+
+    Returns:
+        (attn_output (B, T_q, H_q, D), attention weights or None).
+    """
+    prefix_batch, layer = context.prefix_batch, context.layer
     if prefix_batch is not None and prefix_batch.store is not None:
         key, value, attention_mask = prefix_batch.store.update(layer, key, value)  # a bool mask
         if prefix_batch.is_empty and mask_is_additive:
