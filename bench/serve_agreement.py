@@ -14,7 +14,7 @@ import peft
 import torch
 
 import prefixtune as pt
-from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.core import read_geometry
 from prefixtune.core.inject import prefix_forward
 from prefixtune.io.peft_export import export_peft
 from prefixtune.models import load_model

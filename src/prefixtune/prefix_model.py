@@ -18,11 +18,9 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
+from prefixtune.core import disable_checkpointing, enable_checkpointing, read_geometry, uninstall_attention
 from prefixtune.core.fingerprint import compare, fingerprint
 from prefixtune.core.geometry import ModelGeometry
-from prefixtune.core.hf import checkpointing
-from prefixtune.core.hf.attention import uninstall
-from prefixtune.core.hf.geometry import read_geometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
@@ -141,7 +139,7 @@ class PrefixModel(nn.Module):
         bit. This PrefixModel cannot run afterwards; the adapters stay readable (save them first if needed).
         """
         if not self._is_detached:
-            uninstall(self.base_model)
+            uninstall_attention(self.base_model)
             for name, p in self.base_model.named_parameters():
                 p.requires_grad_(self._requires_grad.get(name, p.requires_grad))
             self._is_detached = True
@@ -252,10 +250,10 @@ class PrefixModel(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute layer activations in backward. Non-reentrant, so gradients reach the prefixes."""
-        checkpointing.enable(self.base_model)
+        enable_checkpointing(self.base_model)
 
     def gradient_checkpointing_disable(self) -> None:
-        checkpointing.disable(self.base_model)
+        disable_checkpointing(self.base_model)
 
     # ----- files ----------------------------------------------------------------------------------------
     def save_adapter(self, path: str | os.PathLike, name: str | None = None, *, include_compiled: bool = False) -> Path:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import prefixtune as pt
-from prefixtune.core.hf.layers import decoder_layers
+from prefixtune.core import decoder_layers
 from tests.conftest import batch, make_model
 
 

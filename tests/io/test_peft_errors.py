@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import prefixtune as pt
-from prefixtune.core.hf.geometry import ModelGeometry
+from prefixtune.core import ModelGeometry
 from prefixtune.io.peft_export import export_peft
 from prefixtune.io.peft_format import read_peft_dir
 from prefixtune.io.peft_import import import_peft

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.core import read_geometry
 from prefixtune.core.inject import prefix_forward
 from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore

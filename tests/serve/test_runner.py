@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import prefixtune as pt
-from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.core import read_geometry
 from prefixtune.core.inject import prefix_forward
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.messages import SamplingParams

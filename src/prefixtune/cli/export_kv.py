@@ -43,9 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="base model: smollm2-135m, an HF directory or a .gguf file (default: the one recorded in the "
         "adapter's run, else smollm2-135m)",
     )
-    parser.add_argument(
-        "--dtype", choices=PACK_DTYPES, default="float32", help="dtype of the pack (default: float32)"
-    )
+    parser.add_argument("--dtype", choices=PACK_DTYPES, default="float32", help="dtype of the pack (default: float32)")
     parser.set_defaults(func=run)
 
 

@@ -1,4 +1,95 @@
 """The core: the compiled artifact (`PrefixKV`), the one injection mechanism, and the reference path.
 
-Knows nothing of training, files or HTTP. All transformers-specific code lives in `core/hf/`.
+Knows nothing of training, files or HTTP. All transformers-specific code lives in `core/hf/`, which nothing
+outside `core` imports (ruff's banned-api rule TID251 enforces it): the rest of the package uses the names
+below. They are imported on first use (PEP 562), so importing one costs only what it needs.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefixtune.core.capture import capture_kv, layer_input_states
+    from prefixtune.core.fingerprint import compare as compare_fingerprints
+    from prefixtune.core.fingerprint import fingerprint
+    from prefixtune.core.geometry import ModelGeometry
+    from prefixtune.core.hf.attention import uninstall as uninstall_attention
+    from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
+    from prefixtune.core.hf.checkpointing import enable as enable_checkpointing
+    from prefixtune.core.hf.geometry import read_geometry
+    from prefixtune.core.hf.layers import decoder_layers, embedding_std, max_positions, num_attention_heads
+    from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
+    from prefixtune.core.positions import shifted_position_ids
+    from prefixtune.core.prefix_batch import KVStore, PrefixBatch, active_prefix_batch
+    from prefixtune.core.prefix_kv import PrefixKV
+    from prefixtune.core.reference import reference_kv_logits, reference_logits
+
+# Public name -> (module, attribute).
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "KVStore": ("prefixtune.core.prefix_batch", "KVStore"),
+    "ModelGeometry": ("prefixtune.core.geometry", "ModelGeometry"),
+    "PrefixBatch": ("prefixtune.core.prefix_batch", "PrefixBatch"),
+    "PrefixKV": ("prefixtune.core.prefix_kv", "PrefixKV"),
+    "active_prefix_batch": ("prefixtune.core.prefix_batch", "active_prefix_batch"),
+    "build_prefix_batch": ("prefixtune.core.inject", "build_prefix_batch"),
+    "capture_kv": ("prefixtune.core.capture", "capture_kv"),
+    "compare_fingerprints": ("prefixtune.core.fingerprint", "compare"),
+    "decoder_layers": ("prefixtune.core.hf.layers", "decoder_layers"),
+    "disable_checkpointing": ("prefixtune.core.hf.checkpointing", "disable"),
+    "embedding_std": ("prefixtune.core.hf.layers", "embedding_std"),
+    "enable_checkpointing": ("prefixtune.core.hf.checkpointing", "enable"),
+    "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
+    "fingerprint": ("prefixtune.core.fingerprint", "fingerprint"),
+    "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
+    "max_positions": ("prefixtune.core.hf.layers", "max_positions"),
+    "num_attention_heads": ("prefixtune.core.hf.layers", "num_attention_heads"),
+    "prefix_forward": ("prefixtune.core.inject", "prefix_forward"),
+    "prepare_prefix_inputs": ("prefixtune.core.inject", "prepare_prefix_inputs"),
+    "read_geometry": ("prefixtune.core.hf.geometry", "read_geometry"),
+    "reference_kv_logits": ("prefixtune.core.reference", "reference_kv_logits"),
+    "reference_logits": ("prefixtune.core.reference", "reference_logits"),
+    "shifted_position_ids": ("prefixtune.core.positions", "shifted_position_ids"),
+    "uninstall_attention": ("prefixtune.core.hf.attention", "uninstall"),
+}
+
+__all__ = [
+    "KVStore",
+    "ModelGeometry",
+    "PrefixBatch",
+    "PrefixKV",
+    "active_prefix_batch",
+    "build_prefix_batch",
+    "capture_kv",
+    "compare_fingerprints",
+    "decoder_layers",
+    "disable_checkpointing",
+    "embedding_std",
+    "enable_checkpointing",
+    "ensure_installed",
+    "fingerprint",
+    "layer_input_states",
+    "max_positions",
+    "num_attention_heads",
+    "prefix_forward",
+    "prepare_prefix_inputs",
+    "read_geometry",
+    "reference_kv_logits",
+    "reference_logits",
+    "shifted_position_ids",
+    "uninstall_attention",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'prefixtune.core' has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

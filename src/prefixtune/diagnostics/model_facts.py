@@ -7,10 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from prefixtune.core.fingerprint import fingerprint
-from prefixtune.core.hf.geometry import ModelGeometry, read_geometry
-
-_MAX_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length")
+from prefixtune.core import ModelGeometry, fingerprint, max_positions, read_geometry
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +29,4 @@ class ModelFacts:
     @classmethod
     def read(cls, model: nn.Module) -> ModelFacts:
         """Read the facts off `model` (runs it once on one token)."""
-        config = model.config
-        limits = [getattr(config, key, None) for key in _MAX_POSITION_KEYS]
-        max_positions = next((v for v in limits if isinstance(v, int) and v > 0), None)
-        return cls(model, read_geometry(model), fingerprint(model), max_positions)
+        return cls(model, read_geometry(model), fingerprint(model), max_positions(model))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core import PrefixKV, num_attention_heads
 from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_directory
 from prefixtune.io.peft_format import (
@@ -122,7 +122,7 @@ def _peft_config(pm: PrefixModel, peft_type: str, m: int) -> dict[str, Any]:
     geometry = pm.geometry
     H, D = geometry.kv_shapes[0]
     model_config = pm.base_model.config
-    heads = getattr(model_config, "num_attention_heads", None) or getattr(model_config, "n_head", None)
+    heads = num_attention_heads(pm.base_model)
     document: dict[str, Any] = {
         "peft_type": peft_type,
         "task_type": "CAUSAL_LM",

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core.fingerprint import fingerprint
-from prefixtune.core.hf.geometry import read_geometry
+from prefixtune.core import fingerprint, read_geometry
 from prefixtune.errors import AdapterFormatError
 from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, read_adapter_dir, save_adapter_dir
 from prefixtune.io.peft_format import (

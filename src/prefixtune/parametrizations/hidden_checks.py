@@ -7,8 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prefixtune.core.geometry import ModelGeometry
-from prefixtune.core.hf.layers import decoder_layers
+from prefixtune.core import ModelGeometry, decoder_layers
 from prefixtune.parametrizations.base import Observation
 
 # P^l counts as "the carried state of P^0" within this tolerance (fp32 recomputation noise is ~1e-6).

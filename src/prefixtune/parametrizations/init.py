@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core.hf.layers import embedding_std
+from prefixtune.core import embedding_std
 from prefixtune.errors import ConfigError
 
 

@@ -58,6 +58,16 @@ def max_positions(model: nn.Module) -> int | None:
     config = model.config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def num_attention_heads(model: nn.Module) -> int | None:
+    """The number of query heads, from the config (GPT-2 calls it `n_head`), None if not stated."""
+    config = model.config
+    for name in ("num_attention_heads", "n_head"):
+        value = getattr(config, name, None)
         if isinstance(value, int):
             return value
     return None

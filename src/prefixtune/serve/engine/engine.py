@@ -16,8 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from prefixtune.core.hf.geometry import read_geometry
-from prefixtune.core.hf.layers import max_positions
+from prefixtune.core import max_positions, read_geometry
 from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.messages import (
