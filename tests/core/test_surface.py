@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import types
+
 import pytest
 
 import prefixtune.core as core
@@ -9,8 +12,10 @@ from tests.conftest import make_model
 
 
 def test_every_declared_name_resolves():
+    for name in ("capture", "fingerprint", "reference", "geometry"):  # submodules, imported: no name shadowed
+        importlib.import_module(f"prefixtune.core.{name}")
     for name in core.__all__:
-        assert getattr(core, name) is not None
+        assert not isinstance(getattr(core, name), types.ModuleType), name
     with pytest.raises(AttributeError):
         core.no_such_name  # noqa: B018
 

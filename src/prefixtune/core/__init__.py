@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prefixtune.core.capture import capture_kv, layer_input_states
     from prefixtune.core.fingerprint import compare as compare_fingerprints
-    from prefixtune.core.fingerprint import fingerprint
+    from prefixtune.core.fingerprint import fingerprint as model_fingerprint
     from prefixtune.core.geometry import ModelGeometry
     from prefixtune.core.hf.attention import uninstall as uninstall_attention
     from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
@@ -41,9 +41,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "embedding_std": ("prefixtune.core.hf.layers", "embedding_std"),
     "enable_checkpointing": ("prefixtune.core.hf.checkpointing", "enable"),
     "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
-    "fingerprint": ("prefixtune.core.fingerprint", "fingerprint"),
     "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
     "max_positions": ("prefixtune.core.hf.layers", "max_positions"),
+    # Not "fingerprint": that is a submodule, which would shadow the function once imported.
+    "model_fingerprint": ("prefixtune.core.fingerprint", "fingerprint"),
     "num_attention_heads": ("prefixtune.core.hf.layers", "num_attention_heads"),
     "prefix_forward": ("prefixtune.core.inject", "prefix_forward"),
     "prepare_prefix_inputs": ("prefixtune.core.inject", "prepare_prefix_inputs"),
@@ -68,9 +69,9 @@ __all__ = [
     "embedding_std",
     "enable_checkpointing",
     "ensure_installed",
-    "fingerprint",
     "layer_input_states",
     "max_positions",
+    "model_fingerprint",
     "num_attention_heads",
     "prefix_forward",
     "prepare_prefix_inputs",

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from prefixtune.core import ModelGeometry, fingerprint, max_positions, read_geometry
+from prefixtune.core import ModelGeometry, max_positions, model_fingerprint, read_geometry
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,4 +29,4 @@ class ModelFacts:
     @classmethod
     def read(cls, model: nn.Module) -> ModelFacts:
         """Read the facts off `model` (runs it once on one token)."""
-        return cls(model, read_geometry(model), fingerprint(model), max_positions(model))
+        return cls(model, read_geometry(model), model_fingerprint(model), max_positions(model))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core import fingerprint, read_geometry
+from prefixtune.core import model_fingerprint, read_geometry
 from prefixtune.errors import AdapterFormatError
 from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, read_adapter_dir, save_adapter_dir
 from prefixtune.io.peft_format import (
@@ -110,7 +110,7 @@ def import_peft(model: nn.Module, src: str | os.PathLike, dst: str | os.PathLike
         config=files.config,
         tensors=files.tensors,
         geometry=geometry,
-        fingerprint=fingerprint(model),
+        fingerprint=model_fingerprint(model),
         metadata=files.metadata,
     )
 
