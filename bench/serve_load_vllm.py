@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,14 +38,17 @@ BASE = "smollm2-135m"
 
 
 def make_adapters(model, root: Path, count: int, m: int) -> list[str]:
-    """`count` random kv adapters (throughput does not depend on trained values)."""
-    names = []
-    for i in range(count):
-        name = f"tenant{i:04d}"
-        pm = pt.attach(model, pt.PrefixConfig(method="kv", num_virtual_tokens=m, seed=i), adapter_name=name)
+    """`count` random kv adapters (throughput does not depend on trained values), from one attached model."""
+    names = [f"tenant{i:04d}" for i in range(count)]
+    pm = None
+    for i, name in enumerate(names):
+        config = pt.PrefixConfig(method="kv", num_virtual_tokens=m, init="random", seed=i)
+        if pm is None:
+            pm = pt.attach(model, config, adapter_name=name)
+        else:
+            pm.add_adapter(name, config)
         pm.save_adapter(root / name, name)
         pm.remove_adapter(name)
-        names.append(name)
     return names
 
 
@@ -84,56 +88,71 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def bench(args) -> dict:
-    from serve_load import Server, median_run, run_load, workload
+    from serve_load import Server, run_load, workload
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(BASE)
     vocab = model.get_input_embeddings().weight.shape[0]
     tmp = Path(tempfile.mkdtemp(prefix="serve-vllm-bench-"))
     root = tmp / "adapters"
-    names = make_adapters(model, root, max(args.adapters), args.m)
+    names = make_adapters(load_model(BASE)[0], root, max(args.adapters), args.m)
     results: dict = {"config": {k: v for k, v in vars(args).items() if k != "vllm_flags"}, "runs": []}
     results["config"]["vllm_flags"] = list(args.vllm_flags)
     floor_bodies = workload([BASE], args.requests, args.prompt_len, args.max_tokens, vocab)
-    loaded_at = time.perf_counter()
-    process, url = start_vllm(root, tmp / "kv", tmp / "server.log", args)
-    results["startup_s"] = time.perf_counter() - loaded_at
-    try:
-        for n in args.adapters:
-            bodies = workload(names[:n], args.requests, args.prompt_len, args.max_tokens, vocab)
-            floor_runs, mine_runs = [], []
-            for _ in range(args.repeats):
-                floor_runs.append(
-                    asyncio.run(run_load(url, [b | {"model": BASE} for b in floor_bodies], args.concurrency))
-                )
-                mine_runs.append(asyncio.run(run_load(url, bodies, args.concurrency)))
-            run = {"adapters": n, "floor": median_run(floor_runs), "vllm": median_run(mine_runs)}
-            pairs = zip(floor_runs, mine_runs, strict=True)
-            run["ratio_runs"] = [m["throughput_tok_s"] / f["throughput_tok_s"] for f, m in pairs]
-            results["runs"].append(run)
-            print(json.dumps({k: v for k, v in run.items() if k in ("adapters", "ratio_runs")}), flush=True)
-        pack_bytes = [p.stat().st_size for p in (tmp / "kv").glob("*.kv.safetensors")]
-        results["bytes_per_adapter"] = sum(pack_bytes) / max(1, len(pack_bytes))
-    finally:
-        stop(process)
-    # the built-in engine, same box, same adapters (largest N that its LRU holds) while vLLM is stopped
-    n = min(max(args.adapters), 30)
+    # the built-in engine gets its own root with the adapters its LRU holds (30), copied
+    builtin_n = min(max(args.adapters), 30)
+    builtin_root = tmp / "builtin-adapters"
+    for name in names[:builtin_n]:
+        shutil.copytree(root / name, builtin_root / name)
     config = ServeConfig(
         model=BASE,
-        adapters=str(root),
+        adapters=str(builtin_root),
         max_num_seqs=args.concurrency,
         max_num_batched_tokens=max(256, args.concurrency),
         max_model_len=512,
         adapter_cache_mb=256,
     )
-    with Server(create_app(model, tokenizer, config)) as builtin_url:
-        bodies = workload(names[:n], args.requests, args.prompt_len, args.max_tokens, vocab)
-        results["builtin"] = {"adapters": n, **asyncio.run(run_load(builtin_url, bodies, args.concurrency))}
-    for run in results["runs"]:
-        for key in ("floor", "vllm"):
-            run[key].pop("texts", None)
-    results["builtin"].pop("texts", None)
+    loaded_at = time.perf_counter()
+    process, url = start_vllm(root, tmp / "kv", tmp / "server.log", args)
+    results["startup_s"] = time.perf_counter() - loaded_at
+    try:
+        with Server(create_app(model, tokenizer, config)) as builtin_url:
+            warm = workload(names[:builtin_n], args.requests, args.prompt_len, args.max_tokens, vocab)
+            for target, bodies in ((url, floor_bodies), (url, warm), (builtin_url, warm)):  # not measured
+                asyncio.run(run_load(target, bodies, args.concurrency))
+            for n in args.adapters:
+                results["runs"].append(
+                    measure(n, names, url, builtin_url if n == builtin_n else None, floor_bodies, vocab, args)
+                )
+        pack_bytes = [p.stat().st_size for p in (tmp / "kv").glob("*.kv.safetensors")]
+        results["bytes_per_adapter"] = sum(pack_bytes) / max(1, len(pack_bytes))
+    finally:
+        stop(process)
     return results
+
+
+def measure(n: int, names, url: str, builtin_url: str | None, floor_bodies, vocab: int, args) -> dict:
+    """Round-robin: floor, vLLM with n adapters, and (if given) the built-in engine with them, `repeats` rounds."""
+    from serve_load import median_run, run_load, workload
+
+    bodies = workload(names[:n], args.requests, args.prompt_len, args.max_tokens, vocab)
+    runs: dict[str, list[dict]] = {"floor": [], "vllm": [], "builtin": []}
+    for _ in range(args.repeats):
+        runs["floor"].append(asyncio.run(run_load(url, floor_bodies, args.concurrency)))
+        runs["vllm"].append(asyncio.run(run_load(url, bodies, args.concurrency)))
+        if builtin_url is not None:
+            runs["builtin"].append(asyncio.run(run_load(builtin_url, bodies, args.concurrency)))
+    for r in (r for group in runs.values() for r in group):
+        r.pop("texts", None)
+    run = {"adapters": n, "floor": median_run(runs["floor"]), "vllm": median_run(runs["vllm"])}
+    pairs = zip(runs["floor"], runs["vllm"], strict=True)
+    run["ratio_runs"] = [m["throughput_tok_s"] / f["throughput_tok_s"] for f, m in pairs]
+    if runs["builtin"]:
+        run["builtin"] = median_run(runs["builtin"])
+        pairs = zip(runs["builtin"], runs["vllm"], strict=True)
+        run["vllm_vs_builtin_runs"] = [v["throughput_tok_s"] / b["throughput_tok_s"] for b, v in pairs]
+    print(json.dumps({k: v for k, v in run.items() if k.endswith("_runs")}), flush=True)
+    return run
 
 
 def write_markdown(results: dict, path: Path) -> None:
@@ -162,14 +181,13 @@ def write_markdown(results: dict, path: Path) -> None:
             f"| {ratios[len(ratios) // 2]:.2f}x | {', '.join(f'{r:.2f}' for r in run['ratio_runs'])} "
             f"| {run['floor']['ttft_p50_ms']:.0f} / {run['vllm']['ttft_p50_ms']:.0f} |"
         )
-    b = results["builtin"]
-    thirty = next((r for r in results["runs"] if r["adapters"] == b["adapters"]), results["runs"][-1])
+    with_builtin = next(r for r in results["runs"] if "builtin" in r)
+    ratios = sorted(with_builtin["vllm_vs_builtin_runs"])
     lines += [
         "",
-        f"Built-in engine on the same box, N = {b['adapters']}: {b['throughput_tok_s']:.1f} tokens/s; vLLM with "
-        f"N = {thirty['adapters']} adapters / built-in: "
-        f"{thirty['vllm']['throughput_tok_s'] / b['throughput_tok_s']:.2f}x "
-        "(measured one after the other, not alternated).",
+        f"Built-in engine (`--engine prefixtune`) on the same box, N = {with_builtin['adapters']}, in the same rounds: "
+        f"{with_builtin['builtin']['throughput_tok_s']:.1f} tokens/s; vLLM / built-in: {ratios[len(ratios) // 2]:.2f}x "
+        f"(per round: {', '.join(f'{r:.2f}' for r in with_builtin['vllm_vs_builtin_runs'])}).",
         "",
         f"Memory per adapter: its KV pack, {results['bytes_per_adapter'] / 1024:.0f} KiB in fp32 (per layer m keys "
         "and values), resident on each worker's device while in its LRU. vLLM start-up with "
@@ -186,13 +204,13 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapters", type=lambda s: [int(x) for x in s.split(",")], default=[30, 300, 1000])
-    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--start-timeout", type=float, default=900)
     parser.add_argument("--vllm-flags", nargs="*", default=[])
     parser.add_argument("--quick", action="store_true")
