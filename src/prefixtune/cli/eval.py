@@ -12,7 +12,7 @@ import sys
 
 from prefixtune.cli.common import add_model_flags, format_table, load_for_inference, stored_task_format
 from prefixtune.cli.options import parse_mapping
-from prefixtune.train.data import SkipReport, infer_format, parse_records
+from prefixtune.train.data import SkipReport, parse_records, resolve_task_format
 from prefixtune.train.datasets import SPLITS, builtin_format, load_records
 from prefixtune.train.formats import KINDS, TaskFormat
 
@@ -54,16 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _task_format(args: argparse.Namespace, stored: TaskFormat | None, records: list) -> TaskFormat:
-    if stored is not None and not (args.task or args.template or args.verbalizer):
-        return stored
     base = stored or builtin_format(args.data)
-    base_dict = base.to_dict() if base else {}
-    return infer_format(
-        records,
-        kind=args.task or base_dict.get("kind"),
-        template=args.template or base_dict.get("template"),
-        verbalizer=args.verbalizer or base_dict.get("verbalizer"),
-    )
+    return resolve_task_format(records, base, kind=args.task, template=args.template, verbalizer=args.verbalizer)
 
 
 def run(args: argparse.Namespace) -> int:

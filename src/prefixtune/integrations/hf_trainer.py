@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import Trainer
 
-from prefixtune.errors import CheckpointError
+from prefixtune.errors import AdapterFormatError, CheckpointError
+from prefixtune.io.tensor_file import read_safetensors
 from prefixtune.prefix_model import PrefixModel
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,11 @@ def load_prefix_checkpoint(model: PrefixModel, checkpoint_dir: str | os.PathLike
         )
     adapter = model.adapters[_name(model, adapter_name)]
     try:
-        adapter.load_state_dict(load_file(str(path)), strict=True)  # copies into the same Parameter objects
+        state, _ = read_safetensors(path)
+    except AdapterFormatError as exc:
+        raise CheckpointError(f"{exc}; resume from another checkpoint-N directory of the run") from None
+    try:
+        adapter.load_state_dict(state, strict=True)  # copies into the same Parameter objects
     except RuntimeError as exc:
         raise CheckpointError(
             f"{path} does not fit adapter {_name(model, adapter_name)!r} ({exc}); resume with the same adapter "

@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from prefixtune.config import PrefixConfig
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import AdapterFormatError, ConfigError
 from prefixtune.io.atomic import atomic_directory
+from prefixtune.io.tensor_file import read_safetensors
 from prefixtune.version import __version__
 
 FORMAT_VERSION = 1
@@ -164,10 +164,7 @@ def _parse_config(file: Path, document: dict[str, Any]) -> PrefixConfig:
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise AdapterFormatError(f"{file}: missing; an adapter directory needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AdapterFormatError(f"{file}: cannot be read, truncated or corrupt ({exc})") from None
+    tensors, _ = read_safetensors(file)
     for name, tensor in tensors.items():
         if torch.is_floating_point(tensor) and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())

@@ -1,4 +1,6 @@
-"""Atomic directory writes: build in a temporary sibling, then rename into place."""
+"""Atomic writes, the one copy: build a file or directory under a temporary sibling name, then rename it into
+place, so a reader sees the old version or the complete new one and a crash leaves only a temporary that
+`remove_stale_temporaries` recognizes. Depends on the standard library only."""
 
 from __future__ import annotations
 
@@ -13,26 +15,42 @@ from pathlib import Path
 _TEMPORARY_NAME = re.compile(r"\..+\.(tmp|old)-[0-9a-f]{8}")
 
 
+def _temporary_sibling(target: Path, kind: str = "tmp") -> Path:
+    return target.parent / f".{target.name}.{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 @contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, *, keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces `path` only if the block finishes without error.
 
     A reader never sees a half-written directory: either the old one or the complete new one. On error the
     temporary directory is removed and `path` is left as it was.
+
+    Args:
+        path: the directory to write.
+        keep_existing: when `path` exists by the time the block finishes (another process wrote the same
+            content first, as a cache does), keep it and discard ours instead of replacing it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _temporary_sibling(target)
     tmp.mkdir()
     try:
         yield tmp
         for f in tmp.rglob("*"):
             if f.is_file():
-                with open(f, "rb") as handle:
-                    os.fsync(handle.fileno())
+                _fsync_file(f)
+        if keep_existing and target.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         backup = None
         if target.exists():
-            backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            backup = _temporary_sibling(target, "old")
             target.rename(backup)
         tmp.rename(target)
         if backup is not None:
@@ -42,15 +60,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; it replaces `path` (fsynced, `os.replace`) only if the block succeeds.
+
+    On error the temporary file is removed and `path` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(target)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary name and `os.replace`."""
-    target = Path(path)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import AdapterFormatError
+from prefixtune.io.atomic import atomic_file
+from prefixtune.io.tensor_file import read_safetensors
 from prefixtune.version import __version__
 
 PACK_FORMAT = "prefixtune-kv-pack"
@@ -76,13 +76,8 @@ def write_kv_pack(
         tensors[f"keys.{i}"] = k.detach().to("cpu", DTYPES[dtype]).contiguous()
         tensors[f"values.{i}"] = v.detach().to("cpu", DTYPES[dtype]).contiguous()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_file(target) as tmp:
         save_file(tensors, str(tmp), metadata=_header(kv, dtype, adapter_name))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -95,12 +90,7 @@ def read_kv_pack(path: str | os.PathLike) -> KVPack:
     file = Path(path)
     if not file.is_file():
         raise AdapterFormatError(f"{file}: no such KV pack file")
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AdapterFormatError(f"{file}: cannot be read, truncated or corrupt ({exc})") from None
+    tensors, header = read_safetensors(file)
     metadata = _decode(file, header)
     L = metadata["num_layers"]
     try:

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from prefixtune.errors import AdapterFormatError
+from prefixtune.io.tensor_file import read_safetensors
 from prefixtune.parametrizations.peft_types import (
     PEFT_POSITION_CONVENTION,
     PREFIX_TUNING,
@@ -169,10 +168,7 @@ def _read_embeddings(root: Path) -> torch.Tensor:
                 f"unpickling can run arbitrary code; {RESAVE_HINT}"
             )
         raise AdapterFormatError(f"{file}: missing; a PEFT adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        tensors = load_file(str(file))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise AdapterFormatError(f"{file}: cannot be read, truncated or corrupt ({exc})") from None
+    tensors, _ = read_safetensors(file)
     if set(tensors) != {TENSOR_NAME}:
         raise AdapterFormatError(
             f"{file}: expected exactly one tensor named {TENSOR_NAME!r} (PEFT's prompt-learning layout), found "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from prefixtune.config import ADAPTER_NAME_PATTERN, ADAPTER_NAME_RULE, is_valid_adapter_name
 from prefixtune.errors import AdapterFormatError, AdapterNotFoundError, IncompatibleBaseModelError, PrefixtuneError
 from prefixtune.serve.adapter_digest import adapter_digest
 from prefixtune.serve.engine.messages import AdapterInfo
@@ -38,7 +38,7 @@ from prefixtune.serve.registry_state import RegistryState, hash_key
 
 logger = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # matched with fullmatch: "a\n" is refused
+NAME_PATTERN = ADAPTER_NAME_PATTERN  # the one rule, in prefixtune.config; kept under this name for callers
 
 
 class CompiledPrefix(Protocol):
@@ -81,11 +81,8 @@ async def _run_in_thread(fn: Callable[[], Any]) -> Any:
 
 def validate_name(name: str) -> str:
     """Return `name` if it is a valid adapter name, else raise AdapterNameError."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise AdapterNameError(
-            f"adapter name {name!r} is invalid: use 1-128 letters, digits, '_', '-' or '.', starting with a "
-            "letter or digit, without '..'"
-        )
+    if not is_valid_adapter_name(name):
+        raise AdapterNameError(f"adapter name {name!r} is invalid: {ADAPTER_NAME_RULE}")
     return name
 
 

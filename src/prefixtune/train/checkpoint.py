@@ -8,7 +8,7 @@ tuple as {"__tuple__": [...]}, a dict with non-string keys as {"__items__": [[ke
 array as {"__ndarray__": [...], "dtype": ...}. Reading is exact: resumed tensors are bit-identical. The
 trainable tensors are saved as they are trained (before any reparametrization is folded), which is what exact
 resumption needs; the shareable adapter is saved separately by the core. Depends on torch, safetensors,
-numpy, `prefixtune.io.atomic` and `prefixtune.errors`.
+numpy, `prefixtune.io` (atomic writes, safetensors reading) and `prefixtune.errors`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from prefixtune.errors import CheckpointError
+from prefixtune.errors import AdapterFormatError, CheckpointError
 from prefixtune.io.atomic import atomic_directory
+from prefixtune.io.tensor_file import read_safetensors
 
 CHECKPOINT_DIR = "checkpoint"
 TENSORS_FILE = "tensors.safetensors"
@@ -146,12 +146,12 @@ def read_checkpoint(run_dir: str | Path) -> dict[str, Any]:
             )
         raise CheckpointError(f"--resume: no checkpoint at {path}; train without --resume first")
     try:
-        tensors = load_file(str(path / TENSORS_FILE))
+        tensors, _ = read_safetensors(path / TENSORS_FILE)
         document = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         if not isinstance(document, dict) or document.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"version {document.get('version') if isinstance(document, dict) else None!r}")
         return {k: _decode(v, tensors) for k, v in document.items()}
-    except (OSError, SafetensorError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+    except (AdapterFormatError, OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"--resume: the checkpoint {path} is truncated or malformed ({type(exc).__name__}: {exc}); "
             "start the run again without --resume (or with a new --output-dir)"

