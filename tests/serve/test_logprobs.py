@@ -20,6 +20,7 @@ from prefixtune.serve.engine.runner import ModelRunner
 from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
 from prefixtune.serve.metrics import ServeMetrics
 from tests.conftest import make_model
+from tests.core.test_head import make_family
 from tests.serve.test_runner import compiled_prefixes, greedy_alone, make_requests
 from tests.train.conftest import make_tokenizer
 
@@ -166,3 +167,15 @@ def test_engine_outputs_carry_one_entry_per_token_and_the_prompt_logprobs_once()
     assert all(len(o.logprobs) == len(o.token_ids) == 1 for o in mine)
     assert [o.token_ids for o in mine] == [o.token_ids for o in outputs if o.request_id == "b"]
     assert all(o.logprobs is None and o.prompt_logprobs is None for o in outputs if o.request_id == "b")
+
+
+@pytest.mark.parametrize("kind", ["cohere", "gemma2"])
+def test_prompt_logprobs_use_the_family_head_that_scales_or_caps(kind):
+    # Before: the runner multiplied by the output embeddings, which ignores Cohere's logit_scale and Gemma 2's
+    # final soft-capping, so prompt logprobs disagreed with the forward's on those families.
+    model = make_family(kind)
+    seq = Sequence("r", list(range(5, 17)), SamplingParams(max_tokens=1, temperature=0, prompt_logprobs=1))
+    _, prompt, _ = run(model, [seq], slots=1, budget=5)
+    ref = reference_logprobs(model, seq.prompt_token_ids, None)
+    for p, entry in enumerate(prompt["r"], start=1):
+        assert_matches(entry, ref[p - 1], seq.prompt_token_ids[p], 1)

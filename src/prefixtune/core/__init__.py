@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
     from prefixtune.core.hf.checkpointing import enable as enable_checkpointing
     from prefixtune.core.hf.geometry import read_geometry
+    from prefixtune.core.hf.head import output_logits
     from prefixtune.core.hf.layers import decoder_layers, embedding_std, max_positions, num_attention_heads
     from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
     from prefixtune.core.positions import shifted_position_ids
@@ -46,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     # Not "fingerprint": that is a submodule, which would shadow the function once imported.
     "model_fingerprint": ("prefixtune.core.fingerprint", "fingerprint"),
     "num_attention_heads": ("prefixtune.core.hf.layers", "num_attention_heads"),
+    "output_logits": ("prefixtune.core.hf.head", "output_logits"),
     "prefix_forward": ("prefixtune.core.inject", "prefix_forward"),
     "prepare_prefix_inputs": ("prefixtune.core.inject", "prepare_prefix_inputs"),
     "read_geometry": ("prefixtune.core.hf.geometry", "read_geometry"),
@@ -73,6 +75,7 @@ __all__ = [
     "max_positions",
     "model_fingerprint",
     "num_attention_heads",
+    "output_logits",
     "prefix_forward",
     "prepare_prefix_inputs",
     "read_geometry",

@@ -21,6 +21,7 @@ from torch import nn
 
 from prefixtune.core.hf.attention import base_implementation
 from prefixtune.core.hf.cache import cache_argument, prefilled_cache
+from prefixtune.core.hf.head import output_logits
 from prefixtune.errors import UnsupportedModelError
 
 
@@ -71,7 +72,7 @@ def reference_logits(
         out = out[0] if isinstance(out, tuple) else out  # (B, m+n, d)
         h = out[:, m:] if prompt is None else out  # keep the last n: prefix outputs are discarded
     h = family.final_norm(h)
-    return model.get_output_embeddings()(h[:, -n:])
+    return output_logits(model, h[:, -n:])  # the family's own head (Cohere scales, Gemma 2 caps)
 
 
 @torch.no_grad()

@@ -7,9 +7,9 @@ implementation of prefix attention here. Positions: m_row + tokens already in th
 
 Logprobs cost nothing to the rows that did not ask: the LM head still runs on each row's last position only,
 the sampled tokens' logprobs come from those logits for the asking rows, and prompt logprobs (echo) apply the
-output embeddings to the final hidden states of the asking rows' prompt positions, chunk by chunk. That
-relies on logits = output embeddings(final hidden state), true of the families the core supports (GPT-2,
-the Llama family; `core.reference` relies on it too); the tests compare both with the no-cache forward.
+model's own head (`core.output_logits`: output embeddings plus any family scaling or soft-capping) to the
+final hidden states of the asking rows' prompt positions, chunk by chunk; the tests compare both with the
+no-cache forward, also on families that scale (Cohere) or cap (Gemma 2) their logits.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from prefixtune.core import output_logits
 from prefixtune.core.inject import PrefixBatch, build_prefix_batch, prefix_forward
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.logprobs import token_logprobs
@@ -140,7 +141,7 @@ class ModelRunner:
             return ()
         T = hidden.shape[0]
         states = hidden[T - n : T - n + count]  # (count, d): positions start .. start + count - 1
-        logits = self.model.get_output_embeddings()(states)  # (count, V)
+        logits = output_logits(self.model, states)  # (count, V): the model's own head (scale, soft-cap)
         targets = seq.prompt_token_ids[chunk.start + 1 : chunk.start + 1 + count]
         return tuple(token_logprobs(logits, targets, [seq.sampling.prompt_logprobs or 0] * count))
 
