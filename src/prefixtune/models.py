@@ -5,8 +5,8 @@ One job: turn what the user typed after `--model` into `(model, tokenizer)`. The
 (nothing can be downloaded from a model hub here). transformers dequantizes a GGUF file to fp32 in about
 20 s, and a GGUF-loaded model refuses `save_pretrained` (DESIGN.md §5), so the first load rebuilds the model
 from its config, copies the weights and caches an fp32 safetensors directory; later loads take under a
-second. Depends on torch, transformers, `prefixtune.errors` and `prefixtune.io`'s atomic writes and package
-file lookup only.
+second. Depends on torch, transformers, `prefixtune.errors`, `prefixtune.core` (which weights a model ties) and
+`prefixtune.io`'s atomic writes and package file lookup only.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from prefixtune.core import tied_weight_names
 from prefixtune.errors import ConfigError, PrefixtuneError
 from prefixtune.io.atomic import atomic_directory
 from prefixtune.io.package_file import locate_package_file
@@ -136,17 +137,25 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrai
     # A GGUF-loaded model refuses save_pretrained (DESIGN.md §5): rebuild from its config, copy the weights.
     config = AutoConfig.for_model(**gguf_model.config.to_dict())
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or set(missing) - tied - {"lm_head.weight"}:
+    copy_weights(model, gguf_model.state_dict(), str(path))
+    del gguf_model
+    return model.to(dtype), tokenizer
+
+
+def copy_weights(model: PreTrainedModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`; only weights the model ties (its config says so) may be missing.
+
+    Raises:
+        PrefixtuneError: unexpected weights, or missing ones the model does not fill from another.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - tied_weight_names(model):
         raise PrefixtuneError(
-            f"could not copy the weights of {path} into a rebuilt model (missing {missing}, "
+            f"could not copy the weights of {source} into a rebuilt model (missing {missing}, "
             f"unexpected {unexpected}); convert it to a Hugging Face directory and pass that instead"
         )
     if missing:
         model.tie_weights()
-    del gguf_model
-    return model.to(dtype), tokenizer
 
 
 def _ensure_builtin_cached(spec: BuiltinModel) -> Path:

@@ -18,9 +18,16 @@ if TYPE_CHECKING:
     from prefixtune.core.hf.attention import uninstall as uninstall_attention
     from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
     from prefixtune.core.hf.checkpointing import enable as enable_checkpointing
+    from prefixtune.core.hf.family import decoder_parts
     from prefixtune.core.hf.geometry import read_geometry
     from prefixtune.core.hf.head import output_logits
-    from prefixtune.core.hf.layers import decoder_layers, embedding_std, max_positions, num_attention_heads
+    from prefixtune.core.hf.layers import (
+        decoder_layers,
+        embedding_std,
+        max_positions,
+        num_attention_heads,
+        tied_weight_names,
+    )
     from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
     from prefixtune.core.positions import shifted_position_ids
     from prefixtune.core.prefix_batch import KVStore, PrefixBatch, active_prefix_batch
@@ -38,6 +45,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "capture_kv": ("prefixtune.core.capture", "capture_kv"),
     "compare_fingerprints": ("prefixtune.core.fingerprint", "compare"),
     "decoder_layers": ("prefixtune.core.hf.layers", "decoder_layers"),
+    "decoder_parts": ("prefixtune.core.hf.family", "decoder_parts"),
     "disable_checkpointing": ("prefixtune.core.hf.checkpointing", "disable"),
     "embedding_std": ("prefixtune.core.hf.layers", "embedding_std"),
     "enable_checkpointing": ("prefixtune.core.hf.checkpointing", "enable"),
@@ -54,6 +62,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "reference_kv_logits": ("prefixtune.core.reference", "reference_kv_logits"),
     "reference_logits": ("prefixtune.core.reference", "reference_logits"),
     "shifted_position_ids": ("prefixtune.core.positions", "shifted_position_ids"),
+    "tied_weight_names": ("prefixtune.core.hf.layers", "tied_weight_names"),
     "uninstall_attention": ("prefixtune.core.hf.attention", "uninstall"),
 }
 
@@ -67,6 +76,7 @@ __all__ = [
     "capture_kv",
     "compare_fingerprints",
     "decoder_layers",
+    "decoder_parts",
     "disable_checkpointing",
     "embedding_std",
     "enable_checkpointing",
@@ -82,6 +92,7 @@ __all__ = [
     "reference_kv_logits",
     "reference_logits",
     "shifted_position_ids",
+    "tied_weight_names",
     "uninstall_attention",
 ]
 

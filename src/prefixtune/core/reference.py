@@ -14,13 +14,14 @@ Qwen2/3, Mistral), read through their public module names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from prefixtune.core.hf.attention import base_implementation
 from prefixtune.core.hf.cache import cache_argument, prefilled_cache
+from prefixtune.core.hf.family import DecoderParts, decoder_parts
 from prefixtune.core.hf.head import output_logits
 from prefixtune.errors import UnsupportedModelError
 
@@ -127,30 +128,7 @@ def _mask(key_valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     )
 
 
-class _Family:
-    """Module access for one architecture family."""
-
-    def __init__(
-        self,
-        layers: nn.ModuleList,
-        embed_positions: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        rotary: Callable[[torch.Tensor, torch.Tensor], object],
-        final_norm: nn.Module,
-    ) -> None:
-        self.layers, self.embed_positions, self.rotary, self.final_norm = (
-            layers,
-            embed_positions,
-            rotary,
-            final_norm,
-        )
-
-
-def _family(model: nn.Module) -> _Family:
+def _family(model: nn.Module) -> DecoderParts:
     if base_implementation(model) not in ("sdpa", "eager"):
         raise UnsupportedModelError("the reference path runs with sdpa or eager attention")
-    inner = getattr(model, "transformer", None) or getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "wte") and hasattr(inner, "wpe"):  # GPT-2
-        return _Family(inner.h, lambda h, pos: h + inner.wpe(pos), lambda h, pos: None, inner.ln_f)
-    if inner is not None and hasattr(inner, "rotary_emb") and hasattr(inner, "layers"):  # Llama family
-        return _Family(inner.layers, lambda h, pos: h, inner.rotary_emb, inner.norm)
-    raise UnsupportedModelError(f"the reference path supports GPT-2 and the Llama family, not {type(model).__name__}")
+    return decoder_parts(model)

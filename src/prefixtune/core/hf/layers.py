@@ -71,3 +71,17 @@ def num_attention_heads(model: nn.Module) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def tied_weight_names(model: nn.Module) -> set[str]:
+    """State-dict keys this model fills from another parameter (`tie_weights`), so a copy may lack them.
+
+    Only the ties the model's config turns on: an untied output head (`tie_word_embeddings=False`) is a
+    weight of its own, and a copy without it would leave it random.
+    """
+    ties = getattr(model, "all_tied_weights_keys", None)  # transformers >= 5: {target: source}, as configured
+    if isinstance(ties, dict):
+        return set(ties)
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    return set(getattr(model, "_tied_weights_keys", None) or [])
