@@ -28,6 +28,8 @@ from prefixtune.io.package_file import locate_package_file
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "PREFIXTUNE_CACHE"
+# Any one of these makes a directory's tokenizer loadable (fast tokenizer, config, sentencepiece, BPE vocab).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,22 @@ def load_model(
     return model, tokenizer
 
 
+def load_base_model(name_or_path: str | os.PathLike[str], dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Load the causal LM alone (eval mode), for work that needs no tokenizer (convert, export-kv).
+
+    A Hugging Face directory without tokenizer files is accepted here. Same arguments and errors as
+    `load_model`.
+    """
+    key = str(name_or_path)
+    path = Path(key).expanduser()
+    if key not in BUILTIN_MODELS and path.is_dir():
+        _require_config(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        model, _ = load_model(name_or_path, dtype)
+    return model.eval()
+
+
 def model_directory(name_or_path: str | os.PathLike[str]) -> Path:
     """The Hugging Face directory behind a `--model` value, for engines that load files themselves (vLLM).
 
@@ -120,10 +138,20 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.padding_side = "left"
 
 
-def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a Hugging Face directory (config.json + weights + tokenizer files)."""
+def _require_config(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json; give a Hugging Face model directory or a .gguf file")
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a Hugging Face directory (config.json + weights + tokenizer files)."""
+    _require_config(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        # Without this, transformers falls back to a slow tokenizer class and fails on sentencepiece/tiktoken.
+        raise ConfigError(
+            f"{path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); this command needs a tokenizer: "
+            "save one into the directory with `tokenizer.save_pretrained(dir)`"
+        )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer

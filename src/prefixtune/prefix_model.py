@@ -297,18 +297,21 @@ class PrefixModel(nn.Module):
     def check_adapter_files(self, files: AdapterFiles, *, check_fingerprint: bool = True) -> type[Parametrization]:
         """Validate read adapter files against this base model; return the parametrization class to build.
 
+        The fingerprint is compared first: an adapter for another base model is said to be one, rather than
+        reported as the shape mismatch that follows from it.
+
         Raises:
-            AdapterFormatError: shapes that do not fit. IncompatibleBaseModelError: made for another base model.
+            IncompatibleBaseModelError: made for another base model. AdapterFormatError: shapes that do not fit.
         """
         cls = parametrization_class(files.config.method)
-        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
         if check_fingerprint:
             problems = compare(files.fingerprint, self.base_fingerprint())
             if problems:
                 raise IncompatibleBaseModelError(
-                    f"{files.path}: adapter does not match this base model: {'; '.join(problems)}. "
+                    f"{files.path}: the adapter was made for another base model: {'; '.join(problems)}. "
                     "Use the base model it was trained on (or check_fingerprint=False to override)."
                 )
+        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
         return cls
 
     # ----- internals ------------------------------------------------------------------------------------

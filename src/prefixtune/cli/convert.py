@@ -18,6 +18,7 @@ EXAMPLES = """\
 examples:
   prefixtune convert --from peft ./peft-prefix-adapter ./adapter --model ./my-hf-model
   prefixtune convert --to peft runs/demo/adapter ./peft-adapter               # model from the run
+  prefixtune convert --to peft runs/kv/adapter ./peft-adapter                 # a kv adapter: no model loaded
   prefixtune convert --to peft runs/demo/adapter ./peft-adapter --peft-type PREFIX_TUNING
 
 PEFT PREFIX_TUNING becomes method "kv" and PROMPT_TUNING method "prompt" (`prefixtune.load_adapter` also reads
@@ -43,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="base model: smollm2-135m, an HF directory or a .gguf file (default: the one recorded in SRC's "
-        "run, else smollm2-135m)",
+        help="base model: smollm2-135m, an HF directory (no tokenizer needed) or a .gguf file (default: the one "
+        "recorded in SRC's run, else smollm2-135m; a kv adapter exported --to peft needs none)",
     )
     parser.add_argument(
         "--peft-type",
@@ -58,20 +59,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, then print what was written."""
     import prefixtune as pt
-    from prefixtune.io.peft_export import default_peft_type, export_peft
     from prefixtune.io.peft_import import import_peft
-    from prefixtune.models import load_model
+    from prefixtune.models import load_base_model
 
     if not Path(args.src).is_dir():  # fail before spending time on the model
         raise AdapterFormatError(f"{args.src}: no such adapter directory")
-    model, tokenizer = load_model(resolve_model_name(args.model, args.src))
     if args.source_format == "peft":
+        model = load_base_model(resolve_model_name(args.model, args.src))
         dst = import_peft(model, args.src, args.dst)
         method = pt.load_adapter(model, dst).adapter_config().method
         print(f"wrote prefixtune adapter (method {method}) to {dst}")
         return 0
-    pm = pt.load_adapter(model, args.src, tokenizer=tokenizer)
+    return _to_peft(args)
+
+
+def _to_peft(args: argparse.Namespace) -> int:
+    """Without --model, a `kv` (or pre-compiled) adapter is exported from its files alone: no base model."""
+    import prefixtune as pt
+    from prefixtune.io.peft_export import default_peft_type, export_peft, export_prefix_kv
+    from prefixtune.io.peft_import import read_adapter_files
+    from prefixtune.io.stored_kv import compile_without_model
+    from prefixtune.models import load_base_model
+
+    files = read_adapter_files(args.src)
+    kind = args.peft_type or default_peft_type(files.config.method)
+    kv = compile_without_model(files) if args.model is None and kind == PREFIX_TUNING else None
+    if kv is not None:
+        dst = export_prefix_kv(kv, args.dst)
+        print(f"wrote PEFT {kind} adapter to {dst} (from the adapter's files; no base model needed)")
+        return 0
+    pm = pt.load_adapter(load_base_model(resolve_model_name(args.model, args.src)), args.src)
     dst = export_peft(pm, args.dst, peft_type=args.peft_type)
-    kind = args.peft_type or default_peft_type(pm.adapter_config().method)
     print(f"wrote PEFT {kind} adapter to {dst}")
     return 0

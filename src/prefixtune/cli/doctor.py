@@ -52,11 +52,11 @@ def format_report(report: DoctorReport) -> str:
 def run(args: argparse.Namespace) -> int:
     """Diagnose; exit 0 when healthy, 1 with findings."""
     from prefixtune.diagnostics import run_doctor
-    from prefixtune.models import load_model
+    from prefixtune.models import load_base_model
 
     if not Path(args.adapter).is_dir():  # fail before spending time on the model
         raise AdapterFormatError(f"{args.adapter}: no such adapter directory")
-    model, _ = load_model(args.model)
+    model = load_base_model(args.model)  # doctor needs no tokenizer
     report = run_doctor(model, args.adapter)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.is_healthy else 1

@@ -40,27 +40,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="base model: smollm2-135m, an HF directory or a .gguf file (default: the one recorded in the "
-        "adapter's run, else smollm2-135m)",
+        help="base model: smollm2-135m, an HF directory (no tokenizer needed) or a .gguf file (default: the one "
+        "recorded in the adapter's run, else smollm2-135m; a kv adapter needs none)",
     )
     parser.add_argument("--dtype", choices=PACK_DTYPES, default="float32", help="dtype of the pack (default: float32)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Compile, write, describe."""
+    """Compile (from the files alone where the method allows, else on the base model), write, describe."""
     import torch
 
     import prefixtune as pt
     from prefixtune.io.kv_pack import write_kv_pack
-    from prefixtune.models import load_model
+    from prefixtune.io.peft_import import read_adapter_files
+    from prefixtune.io.stored_kv import compile_without_model
+    from prefixtune.models import load_base_model
 
     if not Path(args.adapter).is_dir():  # fail before spending time on the model
         raise AdapterFormatError(f"{args.adapter}: no such adapter directory")
-    model, tokenizer = load_model(resolve_model_name(args.model, args.adapter))
-    pm = pt.load_adapter(model, args.adapter, tokenizer=tokenizer)
-    with torch.no_grad():
-        kv = pm.compile()
+    kv = compile_without_model(read_adapter_files(args.adapter)) if args.model is None else None
+    if kv is None:
+        pm = pt.load_adapter(load_base_model(resolve_model_name(args.model, args.adapter)), args.adapter)
+        with torch.no_grad():
+            kv = pm.compile()
     path = write_kv_pack(kv, args.output, dtype=args.dtype, adapter_name=Path(args.adapter).name)
     size = path.stat().st_size
     print(

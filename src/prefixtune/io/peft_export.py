@@ -71,13 +71,49 @@ def export_peft(
     adapter = pm.get_adapter(adapter_name)
     config = adapter.config
     peft_type = peft_type or default_peft_type(config.method)
-    _check_exportable(pm, config.method, config.position_convention, peft_type)
+    _check_exportable(config.method, config.position_convention, peft_type, pm.geometry.kv_shapes)
+    name = getattr(pm.base_model.config, "_name_or_path", None) or None
+    m = config.num_virtual_tokens
     with torch.no_grad():
         if peft_type == PREFIX_TUNING:
-            embeddings = flatten_prefix_kv(pm.compile(adapter_name).detach())
-        else:
-            embeddings = adapter.peft_soft_prompt()
-    document = _peft_config(pm, peft_type, config.num_virtual_tokens)
+            kv = pm.compile(adapter_name).detach()
+            return _write(path, flatten_prefix_kv(kv), _prefix_tuning_config(m, pm.geometry.kv_shapes, name))
+        embeddings = adapter.peft_soft_prompt()
+    document = _common_config(PROMPT_TUNING, m, pm.geometry.num_layers, name)
+    document.update(
+        token_dim=pm.geometry.hidden_size,
+        num_attention_heads=num_attention_heads(pm.base_model),
+        prompt_tuning_init="RANDOM",
+        prompt_tuning_init_text=None,
+        tokenizer_name_or_path=None,
+        tokenizer_kwargs=None,
+    )
+    return _write(path, embeddings, document)
+
+
+def export_prefix_kv(kv: PrefixKV, path: str | os.PathLike, *, base_model_name: str | None = None) -> Path:
+    """Write compiled keys/values as a PEFT PREFIX_TUNING adapter directory, without the base model.
+
+    PREFIX_TUNING's config needs only layers, heads and widths, which the keys/values carry.
+
+    Args:
+        kv: the compiled prefix (`PrefixModel.compile`, or `io.stored_kv.compile_without_model`).
+        path: the directory to write.
+        base_model_name: PEFT's `base_model_name_or_path` (default: not recorded).
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        ConfigError: PEFT cannot express it exactly (position convention, layers of different shapes).
+    """
+    kv_shapes = tuple((int(k.shape[0]), int(k.shape[-1])) for k in kv.keys)
+    _check_exportable(kv.method, kv.position_convention, PREFIX_TUNING, kv_shapes)
+    document = _prefix_tuning_config(kv.num_virtual_tokens, kv_shapes, base_model_name)
+    return _write(path, flatten_prefix_kv(kv.detach()), document)
+
+
+def _write(path: str | os.PathLike, embeddings: torch.Tensor, document: dict[str, Any]) -> Path:
     payload = {TENSOR_NAME: embeddings.detach().to("cpu", torch.float32).contiguous()}
     with atomic_directory(path) as tmp:
         save_file(
@@ -96,7 +132,7 @@ def flatten_prefix_kv(kv: PrefixKV) -> torch.Tensor:
     return torch.stack(per_layer, dim=1).reshape(m, -1)  # (m, 2L, H, D) -> (m, 2L*H*D)
 
 
-def _check_exportable(pm: PrefixModel, method: str, convention: str, peft_type: str) -> None:
+def _check_exportable(method: str, convention: str, peft_type: str, kv_shapes: tuple[tuple[int, int], ...]) -> None:
     problems = []
     if peft_type not in (PREFIX_TUNING, PROMPT_TUNING):
         problems.append(f"peft_type={peft_type!r} is unknown; choose {PREFIX_TUNING} or {PROMPT_TUNING}")
@@ -107,7 +143,7 @@ def _check_exportable(pm: PrefixModel, method: str, convention: str, peft_type: 
             f"position convention {convention!r} cannot be expressed in PEFT, which always numbers the real tokens "
             f"m + j ({PEFT_POSITION_CONVENTION!r}); keep the adapter in prefixtune's format or export a KV pack"
         )
-    shapes = set(pm.geometry.kv_shapes)
+    shapes = set(kv_shapes)
     if peft_type == PREFIX_TUNING and len(shapes) > 1:
         problems.append(
             f"this model's layers have different key/value shapes {sorted(shapes)}; PEFT's PREFIX_TUNING stores one "
@@ -117,41 +153,28 @@ def _check_exportable(pm: PrefixModel, method: str, convention: str, peft_type: 
         raise ConfigError(problems, source="PEFT export")
 
 
-def _peft_config(pm: PrefixModel, peft_type: str, m: int) -> dict[str, Any]:
+def _common_config(peft_type: str, m: int, num_layers: int, base_model_name: str | None) -> dict[str, Any]:
     """adapter_config.json as PEFT 0.17-0.21 writes it, with every field PEFT would otherwise infer filled in."""
-    geometry = pm.geometry
-    H, D = geometry.kv_shapes[0]
-    model_config = pm.base_model.config
-    heads = num_attention_heads(pm.base_model)
-    document: dict[str, Any] = {
+    return {
         "peft_type": peft_type,
         "task_type": "CAUSAL_LM",
         "num_virtual_tokens": m,
-        "num_layers": geometry.num_layers,
+        "num_layers": num_layers,
         "num_transformer_submodules": 1,
         "inference_mode": True,
-        "base_model_name_or_path": getattr(model_config, "_name_or_path", None) or None,
+        "base_model_name_or_path": base_model_name,
         "revision": None,
         "modules_to_save": None,
         "auto_mapping": None,
     }
-    if peft_type == PREFIX_TUNING:
-        # PEFT views the tensor as (m, 2L, num_attention_heads, token_dim // num_attention_heads): for
-        # grouped-query models these are the key/value heads (PEFT's own rule, peft utils/other.py).
-        document.update(
-            token_dim=H * D,
-            num_attention_heads=H,
-            encoder_hidden_size=H * D,
-            prefix_projection=False,
-            init_weights=None,
-        )
-    else:
-        document.update(
-            token_dim=geometry.hidden_size,
-            num_attention_heads=heads,
-            prompt_tuning_init="RANDOM",
-            prompt_tuning_init_text=None,
-            tokenizer_name_or_path=None,
-            tokenizer_kwargs=None,
-        )
+
+
+def _prefix_tuning_config(m: int, kv_shapes: tuple[tuple[int, int], ...], base_model_name: str | None) -> dict:
+    H, D = kv_shapes[0]
+    document = _common_config(PREFIX_TUNING, m, len(kv_shapes), base_model_name)
+    # PEFT views the tensor as (m, 2L, num_attention_heads, token_dim // num_attention_heads): for
+    # grouped-query models these are the key/value heads (PEFT's own rule, peft utils/other.py).
+    document.update(
+        token_dim=H * D, num_attention_heads=H, encoder_hidden_size=H * D, prefix_projection=False, init_weights=None
+    )
     return document

@@ -33,6 +33,7 @@ class KVPrefix(Parametrization):
     trains = "per-layer keys and values, (H_kv x m x D) each"
     injected = "prepended to every layer's attention keys/values"
     peft_import_type = PREFIX_TUNING
+    compiles_without_model = True  # the stored tensors are the keys/values
 
     def __init__(
         self,
