@@ -25,7 +25,10 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     """Pick the next token from logits (V,) with temperature, top-k and top-p."""
     if params.is_greedy or generator is None:
         return int(torch.argmax(logits))
-    scores = logits.float().cpu() / params.temperature  # (V,)
+    logits = logits.float().cpu()
+    # Shifted so the largest score is 0 (softmax does not change): a tiny temperature then drives the others to
+    # -inf, i.e. towards greedy, instead of overflowing every score to inf and the probabilities to NaN.
+    scores = (logits - logits.max()) / params.temperature  # (V,)
     if 0 < params.top_k < scores.shape[0]:
         kth = torch.topk(scores, params.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
