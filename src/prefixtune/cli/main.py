@@ -52,13 +52,25 @@ HINTS: dict[type[BaseException], str] = {
 
 logger = logging.getLogger("prefixtune.cli")
 
+EXAMPLES = """\
+examples:
+  prefixtune demo                                                     # train and evaluate on Rotten Tomatoes
+  prefixtune train --data rotten-tomatoes --output-dir runs/rt --max-steps 200
+  prefixtune eval --adapter runs/rt/adapter --data rotten-tomatoes
+  prefixtune generate --adapter runs/rt/adapter "a gorgeous, moving film."
+  prefixtune serve --model smollm2-135m --adapters runs/adapters --port 8000
+
+Run `prefixtune <command> --help` for a command's flags and examples. Quick start: `make demo`.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
         prog="prefixtune",
         description="Prefix fine-tuning of frozen Hugging Face language models: train, evaluate, generate.",
-        epilog="Run `prefixtune <command> --help` for a command's flags and examples. Quick start: `make demo`.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and DEBUG logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
