@@ -53,8 +53,8 @@ bench: setup
 	$(BIN)/python bench/run_core.py
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs/examples
+	$(BIN)/ruff format --check src tests bench docs/examples
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
