@@ -130,6 +130,10 @@ class EngineCore:
         self.metrics.observe_step(len(plan.chunks), len({c.seq.adapter_name for c in plan.chunks}))
         self.metrics.prompt_tokens.inc(sum(c.num_tokens for c in plan.prefills))
         with self.lock:
+            for request_id in step.failed:  # aborted alone; the rest of the batch goes on
+                seq = self.scheduler.abort(request_id)
+                if seq is not None:
+                    self._emit_final(seq, "", (), "abort")
             self.scheduler.update(plan, step.sampled)
             for chunk in plan.chunks:
                 request_id = chunk.seq.request_id

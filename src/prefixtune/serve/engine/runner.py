@@ -14,6 +14,7 @@ no-cache forward, also on families that scale (Cohere) or cap (Gemma 2) their lo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,8 @@ from prefixtune.serve.engine.messages import TokenLogprobs
 from prefixtune.serve.engine.sampling import make_generator, sample
 from prefixtune.serve.engine.scheduler import ScheduledChunk, SchedulerOutput
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class StepOutput:
@@ -38,11 +41,13 @@ class StepOutput:
         prompt_logprobs: request_id -> logprobs of the prompt tokens after this chunk's positions
             (tokens start + 1 .. min(start + num_tokens, P - 1)), for prefill chunks whose
             `sampling.prompt_logprobs` is set; possibly empty (a one-token prompt scores nothing).
+        failed: requests whose own work failed this step (their rows only); the engine aborts them.
     """
 
     sampled: dict[str, int] = field(default_factory=dict)
     logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)
     prompt_logprobs: dict[str, tuple[TokenLogprobs, ...]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
 
 
 class ModelRunner:
@@ -119,8 +124,16 @@ class ModelRunner:
                 continue
             if "generator" not in seq.state:
                 seq.state["generator"] = make_generator(seq.sampling)
-            step.sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state["generator"])
-        asking = [r for r, c in enumerate(group) if c.samples and c.seq.sampling.logprobs is not None]
+            try:
+                step.sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state["generator"])
+            except (RuntimeError, ValueError):  # one request's sampling must not fail the others in the batch
+                logger.exception("sampling failed for request %s; aborting it", seq.request_id)
+                step.failed.add(seq.request_id)
+        asking = [
+            r
+            for r, c in enumerate(group)
+            if c.samples and c.seq.sampling.logprobs is not None and c.seq.request_id in step.sampled
+        ]
         if asking:
             seqs = [group[r].seq for r in asking]
             rows = logits[torch.tensor(asking, device=logits.device)]  # (R, V)
