@@ -84,7 +84,8 @@ class VllmAdapterCompiler:
             kv = self._checked_pack(pack) if pack is not None else self.inner.compile(path)
             write_kv_pack(kv, target, dtype=self.dtype, adapter_name=path.name)
         m = read_num_virtual_tokens(self.kv_root, adapter_id)
-        return VllmAdapter(adapter_id, m, _pack_tensor_bytes(target))
+        # the pack's size stands for its device bytes (the header is a few KiB): the registry's budget counts it
+        return VllmAdapter(adapter_id, m, target.stat().st_size)
 
     def adapter_id(self, path: Path) -> str:
         """`pt-` + sha256(adapter files, base weights hash), 40 hex digits."""
@@ -122,8 +123,3 @@ def _lone_pack(path: Path) -> Path | None:
         return None
     packs = sorted(path.glob(f"*{PACK_SUFFIX}"))
     return packs[0] if len(packs) == 1 else None
-
-
-def _pack_tensor_bytes(path: Path) -> int:
-    """The tensor bytes of a pack (its file size less the small header is close enough for a budget)."""
-    return path.stat().st_size

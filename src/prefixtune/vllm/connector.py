@@ -248,8 +248,9 @@ def _write(
     layers: dict[int, Any], keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...], load: PrefixLoad
 ) -> None:
     end = load.start + len(load.slots)
+    device = next(iter(layers.values())).kv_cache.device  # one worker: every layer's cache on one device
+    slots = torch.tensor(load.slots, dtype=torch.long, device=device)  # built once, not per layer
     for index, layer in layers.items():
-        slots = torch.tensor(load.slots, dtype=torch.long, device=layer.kv_cache.device)
         key = keys[index][load.start : end]  # (count, H_kv_local, D)
         value = values[index][load.start : end]
         layer.impl.do_kv_cache_update(layer, key, value, layer.kv_cache, slots)

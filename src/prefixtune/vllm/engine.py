@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from prefixtune.errors import EngineBusyError
-from prefixtune.serve.engine.messages import AdapterInfo, ChatTurn, EngineStats, GenerationOutput, GenerationRequest
-from prefixtune.serve.engine.text_codec import TextCodec
-from prefixtune.serve.errors import ContextLengthError, EngineShutdownError, InvalidRequestError
+from prefixtune.serve.engine.messages import AdapterInfo, EngineStats, GenerationOutput, GenerationRequest
+from prefixtune.serve.engine.request_checks import check_request
+from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
+from prefixtune.serve.errors import EngineShutdownError, InvalidRequestError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
 from prefixtune.vllm.compiler import VllmAdapter
@@ -54,7 +55,7 @@ class VllmRequestStream:
         self.engine._active.discard(self.request_id)
 
 
-class VllmEngine:
+class VllmEngine(TextCodecMethods):
     """One base model on vLLM, many prefix adapters (implements `serve.engine.protocol.Engine`).
 
     Args:
@@ -108,18 +109,6 @@ class VllmEngine:
             return int(self.llm.model_config.max_model_len)
         return self.config.max_model_len or 0
 
-    def encode(self, text: str) -> list[int]:
-        return self.codec.encode(text)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.codec.decode(token_ids)
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return self.codec.token_strings(token_ids)
-
-    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
-        return self.codec.render_chat(turns)
-
     async def submit(self, request: GenerationRequest) -> VllmRequestStream:
         if not self.is_accepting or self.llm is None:
             raise EngineShutdownError("the server is shutting down and accepts no new requests")
@@ -164,25 +153,13 @@ class VllmEngine:
 
     # ----- internals --------------------------------------------------------------------------------
     def _validate(self, request: GenerationRequest, adapter: VllmAdapter | None) -> None:
-        """The built-in engine's checks, in the user's tokens: the context the user has is the model's less m."""
-        n, max_tokens = len(request.prompt_token_ids), request.sampling.max_tokens
+        """The built-in engine's checks, plus what this engine cannot serve."""
         m = adapter.num_virtual_tokens if adapter is not None else 0
-        if n == 0:
-            raise InvalidRequestError("the prompt is empty; send at least one token")
-        bad = [t for t in request.prompt_token_ids if not 0 <= t < self._vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"prompt token ids {bad[:5]} are outside the vocabulary (0..{self._vocab_size - 1})"
-            )
+        check_request(request, num_virtual_tokens=m, vocab_size=self._vocab_size, max_len=self.max_model_len)
         if adapter is not None and request.sampling.prompt_logprobs is not None:
             # vLLM computes a request with prompt logprobs from scratch, placeholders included, which would
             # give wrong numbers: refuse rather than return them.
             raise InvalidRequestError(
                 "prompt logprobs (echo with logprobs) are not available for adapters on the vLLM engine; "
                 "use the built-in engine (--engine prefixtune) or leave out echo/prompt logprobs"
-            )
-        if n + max_tokens + m > self.max_model_len:
-            raise ContextLengthError(
-                f"this model's context is {self.max_model_len - m} tokens with this adapter; the request needs "
-                f"{n + max_tokens} ({n} prompt + {max_tokens} max_tokens). Shorten the prompt or lower max_tokens."
             )

@@ -21,16 +21,16 @@ from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.messages import (
     AdapterInfo,
-    ChatTurn,
     EngineStats,
     GenerationOutput,
     GenerationRequest,
 )
 from prefixtune.serve.engine.request import Sequence as EngineSequence
+from prefixtune.serve.engine.request_checks import check_request
 from prefixtune.serve.engine.runner import ModelRunner
 from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
-from prefixtune.serve.engine.text_codec import TextCodec
-from prefixtune.serve.errors import ContextLengthError, EngineShutdownError, InvalidRequestError
+from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
+from prefixtune.serve.errors import EngineShutdownError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
 
@@ -84,7 +84,7 @@ class RequestStream:
         self.engine._queues.pop(self.request_id, None)
 
 
-class AsyncEngine:
+class AsyncEngine(TextCodecMethods):
     """One base model, many adapters, continuous batching (implements `serve.engine.protocol.Engine`).
 
     Args:
@@ -155,18 +155,6 @@ class AsyncEngine:
     def max_model_len(self) -> int:
         return self._max_len
 
-    def encode(self, text: str) -> list[int]:
-        return self.codec.encode(text)
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return self.codec.decode(token_ids)
-
-    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
-        return self.codec.token_strings(token_ids)
-
-    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
-        return self.codec.render_chat(turns)
-
     async def submit(self, request: GenerationRequest) -> RequestStream:
         if not self.is_accepting:
             raise EngineShutdownError("the server is shutting down and accepts no new requests")
@@ -174,7 +162,7 @@ class AsyncEngine:
         if request.adapter_name is not None:
             prefix = await self.registry.acquire(request.adapter_name)
             m = prefix.num_virtual_tokens
-        self._validate(request, m)
+        check_request(request, num_virtual_tokens=m, vocab_size=self._vocab_size, max_len=self._max_len)
         request_id = request.request_id or uuid.uuid4().hex
         seq = EngineSequence(
             request_id, list(request.prompt_token_ids), request.sampling, request.adapter_name, prefix, m
@@ -207,25 +195,6 @@ class AsyncEngine:
             return EngineStats(len(s.running), len(s.waiting), s.num_free_slots, accepting)
 
     # ----- internals --------------------------------------------------------------------------------
-    def _validate(self, request: GenerationRequest, m: int) -> None:
-        n, max_tokens = len(request.prompt_token_ids), request.sampling.max_tokens
-        if n == 0:
-            raise InvalidRequestError("the prompt is empty; send at least one token")
-        bad = [t for t in request.prompt_token_ids if not 0 <= t < self._vocab_size]
-        if bad:
-            raise InvalidRequestError(
-                f"prompt token ids {bad[:5]} are outside the vocabulary (0..{self._vocab_size - 1})"
-            )
-        for name in ("logprobs", "prompt_logprobs"):
-            k = getattr(request.sampling, name)
-            if k is not None and not 0 <= k <= self._vocab_size:
-                raise InvalidRequestError(f"{name}={k} must be in 0..{self._vocab_size} (the vocabulary size)")
-        if n + max_tokens + m > self._max_len:
-            raise ContextLengthError(
-                f"this model's context is {self._max_len} tokens; the request needs {n + max_tokens + m} "
-                f"({n} prompt + {max_tokens} max_tokens + {m} prefix). Shorten the prompt or lower max_tokens."
-            )
-
     def _emit(self, output: GenerationOutput) -> None:
         """Called on the engine thread; hands the output to the request's queue on the event loop."""
         queue = self._queues.get(output.request_id)

@@ -40,3 +40,21 @@ class TextCodec:
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+class TextCodecMethods:
+    """The `Engine` protocol's text methods, delegated to the engine's `codec` (a base class of both engines)."""
+
+    codec: TextCodec
+
+    def encode(self, text: str) -> list[int]:
+        return self.codec.encode(text)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.codec.decode(token_ids)
+
+    def token_strings(self, token_ids: Sequence[int]) -> list[str]:
+        return self.codec.token_strings(token_ids)
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        return self.codec.render_chat(turns)
