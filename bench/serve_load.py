@@ -166,7 +166,7 @@ def metric(text: str, name: str) -> float:
 
 
 def ours(root: Path, args, adapters: bool) -> ServeConfig:
-    return ServeConfig(
+    return ServeConfig.from_flat(
         model=BASE,
         adapters=str(root) if adapters else None,
         max_num_seqs=args.concurrency,

@@ -104,7 +104,7 @@ def bench(args) -> dict:
     builtin_root = tmp / "builtin-adapters"
     for name in names[:builtin_n]:
         shutil.copytree(root / name, builtin_root / name)
-    config = ServeConfig(
+    config = ServeConfig.from_flat(
         model=BASE,
         adapters=str(builtin_root),
         max_num_seqs=args.concurrency,

@@ -117,7 +117,9 @@ class LiveServer:
 
 
 def serve_config(root: Path, **changes) -> ServeConfig:
-    base = ServeConfig(model=BASE, adapters=str(root), max_num_seqs=8, max_num_batched_tokens=64, adapter_cache_mb=64)
+    base = ServeConfig.from_flat(
+        model=BASE, adapters=str(root), max_num_seqs=8, max_num_batched_tokens=64, adapter_cache_mb=64
+    )
     return base.replace(**changes)
 
 

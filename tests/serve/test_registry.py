@@ -12,6 +12,7 @@ from prefixtune.errors import AdapterFormatError, AdapterNotFoundError, Incompat
 from prefixtune.serve.errors import AdapterExistsError, AdapterNameError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry, AdapterSpec
+from prefixtune.serve.registry_config import RegistryConfig
 from prefixtune.serve.registry_state import hash_key
 
 
@@ -49,7 +50,7 @@ def root(tmp_path: Path) -> Path:
 def make(root: Path, budget: int = 250) -> tuple[AdapterRegistry, FakeCompiler, ServeMetrics]:
     compiler, metrics = FakeCompiler(), ServeMetrics()
     return (
-        AdapterRegistry(root, compiler, cache_bytes=budget, metrics=metrics, reserved_names=("base",)),
+        AdapterRegistry(root, compiler, RegistryConfig(budget / 2**20), metrics=metrics, reserved_names=("base",)),
         compiler,
         metrics,
     )

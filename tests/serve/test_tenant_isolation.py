@@ -90,7 +90,7 @@ def test_other_tenants_adapters_are_indistinguishable_from_missing_ones(private_
     ):
         live = LiveServer(config).start()
         try:
-            callers = (TENANT_A, None) if config.api_key == () else (TENANT_A,)
+            callers = (TENANT_A, None) if config.api.api_key == () else (TENANT_A,)
             for key in callers:
                 theirs, missing = complete(live, "beta", key), complete(live, "nobody", key)
                 assert theirs.status_code == missing.status_code == 404

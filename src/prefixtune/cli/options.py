@@ -2,7 +2,9 @@
 
 One job: turn the fields of a config dataclass (`TrainConfig`, `PrefixConfig`) into argparse flags whose
 help is the field's help string, so a flag and a field are one thing, and merge a TOML config file under the
-flags the user typed. Depends on argparse, tomllib and `prefixtune.errors`.
+flags the user typed. A config made of sections (`ServeConfig`) gives one flag per leaf field, by its flat
+name (`prefixtune.config_sections`). Depends on argparse, tomllib, `prefixtune.config_sections` and
+`prefixtune.errors`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prefixtune.config_sections import flat_fields
 from prefixtune.errors import ConfigError
 
 
@@ -53,7 +56,7 @@ def _optional(parse: Any) -> Any:
 _PARSERS = {"int": int, "float": float, "str": str, "dict[str, str]": parse_mapping}
 
 
-def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
+def _flag_kwargs(f: dataclasses.Field, name: str) -> dict[str, Any]:
     annotation = str(f.type)
     optional = annotation.endswith("| None")
     base = annotation.removesuffix("| None").strip()
@@ -64,7 +67,7 @@ def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
         return kwargs
     parse = _PARSERS.get(base, str)
     kwargs["type"] = _optional(parse) if optional else parse
-    kwargs["metavar"] = f.name.upper()
+    kwargs["metavar"] = name.upper()
     return kwargs
 
 
@@ -80,23 +83,24 @@ def add_dataclass_flags(
 
     Args:
         parser: the parser or argument group.
-        cls: the config dataclass.
+        cls: the config dataclass (sections give one flag per leaf, by flat name).
         exclude: field names to leave out.
         dest_prefix: prefix of the namespace attribute (keeps two dataclasses' fields apart).
         choices: allowed values per field name.
     """
     skip = set(exclude)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
+    for leaf in flat_fields(cls):
+        name, f = leaf.name, leaf.field
+        if name in skip:
             continue
-        kwargs = _flag_kwargs(f)
-        if choices and f.name in choices:
-            kwargs["choices"] = list(choices[f.name])
+        kwargs = _flag_kwargs(f, name)
+        if choices and name in choices:
+            kwargs["choices"] = list(choices[name])
             kwargs.pop("metavar", None)
         default = f.default if f.default is not dataclasses.MISSING else None
         if default not in (None, "") and kwargs.get("action") is None:
             kwargs["help"] += f" (default: {default})"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=dest_prefix + f.name, **kwargs)
+        parser.add_argument("--" + name.replace("_", "-"), dest=dest_prefix + name, **kwargs)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -111,12 +115,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def collect(namespace: argparse.Namespace, cls: type, file_values: dict[str, Any], dest_prefix: str = "") -> dict:
-    """Field values for `cls`: the config file's, overridden by flags present in `namespace`.
+    """Field values for `cls` by flat name: the config file's, overridden by flags present in `namespace`.
 
     Raises:
         ConfigError: the config file names keys that are not fields of `cls`.
     """
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {leaf.name for leaf in flat_fields(cls)}
     unknown = sorted(k for k, v in file_values.items() if k not in names and not isinstance(v, dict))
     if unknown:
         raise ConfigError(f"unknown keys {unknown} for {cls.__name__}; known keys are {sorted(names)}")

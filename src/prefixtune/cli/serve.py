@@ -6,8 +6,11 @@ One job: parse flags (and an optional TOML file) into a `ServeConfig` and call `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from prefixtune.cli.options import add_dataclass_flags, collect, read_config_file
+from prefixtune.errors import ConfigError
+from prefixtune.serve.api.settings import ApiSettings
 from prefixtune.serve.config import ENGINES, ServeConfig
 
 EXAMPLES = """\
@@ -42,20 +45,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--api-key",
         action="append",
         default=argparse.SUPPRESS,
-        help=ServeConfig.__dataclass_fields__["api_key"].metadata["help"] + " Repeat for several keys.",
+        help=ApiSettings.__dataclass_fields__["api_key"].metadata["help"] + " Repeat for several keys.",
     )
     parser.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace) -> ServeConfig:
-    """defaults < config file < flags."""
+    """defaults < config file < flags. File keys are flat, as the flags (`max_num_seqs = 8`, `vllm_dtype = ...`)."""
     file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
     file_values = file_values.get("serve", file_values)
+    parts = {f.name for f in dataclasses.fields(ServeConfig) if "section" in f.metadata} | {"scheduler"}
+    tables = sorted(k for k, v in file_values.items() if isinstance(v, dict) and k in parts)
+    if tables:  # e.g. [serve.vllm]: the parts' fields are flat keys, as the flags; the table would be ignored
+        raise ConfigError(
+            f"{args.config}: tables {tables} are not read; write ServeConfig keys flat, at the top level or "
+            'under [serve] (e.g. max_num_seqs = 8, vllm_dtype = "float32")'
+        )
     values = collect(args, ServeConfig, file_values)
     if "api_key" in values:
         keys = values["api_key"]
         values["api_key"] = (keys,) if isinstance(keys, str) else tuple(keys)
-    return ServeConfig(**values).validate()
+    return ServeConfig.from_flat(**values).validate()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 One job: names -> adapter directories (inside one root) -> compiled prefixes, under a memory budget. It never
 touches tensors itself: an `AdapterCompiler` reads, validates and compiles (see `serve/compiler.py`), and
-compilation runs wherever the engine says (`run_compile`, the engine thread: compiling runs the frozen model).
+compilation runs wherever the engine says (`run_compile`, given at construction: the built-in engine's thread,
+where compiling the frozen model cannot race a forward pass; a worker thread for the vLLM front end).
 
 Rules (issue 4): names are validated and map only to directories inside the adapter root; an adapter made
 for another base model is refused (IncompatibleBaseModelError, raised by the compiler); a load or unload
@@ -34,6 +35,7 @@ from prefixtune.serve.adapter_digest import adapter_digest
 from prefixtune.serve.engine.messages import AdapterInfo
 from prefixtune.serve.errors import AdapterExistsError, AdapterIntegrityError, AdapterNameError
 from prefixtune.serve.metrics import ServeMetrics
+from prefixtune.serve.registry_config import RegistryConfig
 from prefixtune.serve.registry_state import RegistryState, hash_key
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ class AdapterCompiler(Protocol):
 RunCompile = Callable[[Callable[[], Any]], Awaitable[Any]]
 
 
-async def _run_in_thread(fn: Callable[[], Any]) -> Any:
+async def run_in_thread(fn: Callable[[], Any]) -> Any:
+    """A `RunCompile` that runs the compile in a worker thread."""
     return await asyncio.to_thread(fn)
 
 
@@ -92,9 +95,11 @@ class AdapterRegistry:
     Args:
         root: the adapter root; every adapter directory must resolve inside it (None: loading refused).
         compiler: reads and compiles adapter directories.
-        cache_bytes: budget of the compiled-prefix cache.
+        config: the compiled-prefix cache's budget (`RegistryConfig.cache_bytes`; its admission rule is the
+            compiler's).
         metrics: where cache hits/misses/evictions go.
-        run_compile: runs a compile function and awaits it (default: a worker thread).
+        run_compile: runs a compile function and awaits it (default: `run_in_thread`, a worker thread; the
+            built-in engine passes `EngineCalls.run`).
         reserved_names: names adapters may not take (the base model's).
 
     Raises:
@@ -105,17 +110,17 @@ class AdapterRegistry:
         self,
         root: Path | None,
         compiler: AdapterCompiler,
+        config: RegistryConfig | None = None,
         *,
-        cache_bytes: int,
         metrics: ServeMetrics | None = None,
-        run_compile: RunCompile = _run_in_thread,
+        run_compile: RunCompile | None = None,
         reserved_names: Sequence[str] = (),
     ) -> None:
         self.root = root.resolve() if root is not None else None
         self.compiler = compiler
-        self.cache_bytes = cache_bytes
+        self.config = config or RegistryConfig()
         self.metrics = metrics or ServeMetrics()
-        self.run_compile = run_compile
+        self._run_compile = run_compile or run_in_thread
         self.reserved = set(reserved_names)
         self.state = RegistryState(self.root)
         self._entries: dict[str, AdapterInfo] = {}
@@ -175,7 +180,7 @@ class AdapterRegistry:
             digest = await asyncio.to_thread(self._digest, full)
             try:
                 spec = await asyncio.to_thread(self.compiler.inspect, full)
-                prefix = await self.run_compile(lambda: self.compiler.compile(full))
+                prefix = await self._run_compile(lambda: self.compiler.compile(full))
             except (AdapterFormatError, IncompatibleBaseModelError) as exc:  # no server paths in HTTP answers
                 raise type(exc)(str(exc).replace(str(self.root), "<adapter root>")) from None
             if await asyncio.to_thread(self._digest, full) != digest:
@@ -272,7 +277,7 @@ class AdapterRegistry:
         try:
             if await asyncio.to_thread(self._digest, path) != expected:
                 raise _Changed
-            prefix = await self.run_compile(lambda: self.compiler.compile(path))
+            prefix = await self._run_compile(lambda: self.compiler.compile(path))
             if await asyncio.to_thread(self._digest, path) != expected:
                 raise _Changed
         except (PrefixtuneError, _Changed) as exc:
@@ -288,7 +293,7 @@ class AdapterRegistry:
     def _insert(self, name: str, prefix: CompiledPrefix) -> None:
         self._cache[name] = prefix
         self._cache.move_to_end(name)
-        while self.cached_bytes > self.cache_bytes and len(self._cache) > 1:
+        while self.cached_bytes > self.config.cache_bytes and len(self._cache) > 1:
             evicted, _ = self._cache.popitem(last=False)
             self.metrics.cache_evictions.inc()
             logger.info("adapter %s evicted from the compiled-prefix cache", evicted)

@@ -1,10 +1,13 @@
 """Assembling a server from a model and a `ServeConfig`: metrics, registry, engine, app; and running it.
 
-The one place that wires the parts together (used by `prefixtune serve` and by the end-to-end tests).
+The one place that wires the parts together (used by `prefixtune serve` and by the end-to-end tests): each
+part gets its own part of the config (`config.limits`, `config.registry`, `config.api`, `config.http`) and its
+dependencies at construction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -16,10 +19,10 @@ from torch import nn
 
 from prefixtune.errors import ConfigError
 from prefixtune.serve.api.app import build_app
-from prefixtune.serve.api.deps import ApiSettings
 from prefixtune.serve.compiler import PrefixAdapterCompiler
 from prefixtune.serve.config import ServeConfig
-from prefixtune.serve.engine.engine import AsyncEngine, EngineConfig
+from prefixtune.serve.engine.calls import EngineCalls
+from prefixtune.serve.engine.engine import AsyncEngine
 from prefixtune.serve.engine.protocol import Engine
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
@@ -55,21 +58,17 @@ def build_engine(
         from prefixtune.vllm.server import build_vllm_engine
 
         return build_vllm_engine(model, tokenizer, config, metrics, root, name)
+    calls = EngineCalls()  # compiles run on the engine thread, between steps: given to both at construction
     registry = AdapterRegistry(
         root,
-        PrefixAdapterCompiler(model, allow_unverified=config.allow_unverified_adapters),
-        cache_bytes=int(config.adapter_cache_mb * 2**20),
+        PrefixAdapterCompiler(model, allow_unverified=config.registry.allow_unverified_adapters),
+        config.registry,
         metrics=metrics,
+        run_compile=calls.run,
         reserved_names=(name,),
     )
-    engine_config = EngineConfig(
-        model_name=name,
-        max_num_seqs=config.max_num_seqs,
-        max_num_batched_tokens=config.max_num_batched_tokens,
-        max_waiting=config.max_waiting,
-        max_model_len=config.max_model_len,
-    )
-    return AsyncEngine(model, tokenizer, registry, engine_config, metrics), registry
+    engine = AsyncEngine(model, tokenizer, registry, config.limits, metrics, model_name=name, calls=calls)
+    return engine, registry
 
 
 def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI:
@@ -81,22 +80,15 @@ def create_app(model: nn.Module, tokenizer: Any, config: ServeConfig) -> FastAPI
     if root is not None and not root.is_dir():
         raise ConfigError(f"--adapters {root} is not a directory")
     engine, registry = build_engine(model, tokenizer, config, metrics, root, name)
-    settings = ApiSettings(
-        api_keys=frozenset(config.api_key),
-        max_request_bytes=config.max_request_bytes,
-        request_timeout_s=config.request_timeout_s,
-        default_max_tokens=config.default_max_tokens,
-        max_n=config.max_n,
-        max_waiting=config.max_waiting,
-        metrics_require_key=config.metrics_require_key,
-    )
+    # The routes refuse (400) a request with more sequences than the engine ever queues (not a flag of the API's).
+    settings = dataclasses.replace(config.api, max_waiting=config.limits.scheduler.max_waiting)
     keys = read_adapter_keys(config.adapter_keys)
 
     async def load_root() -> None:
         loaded = await registry.load_root(keys)
         logger.info("loaded %d adapters from %s", len(loaded), root)
 
-    return build_app(engine, settings, metrics, on_startup=load_root, drain_timeout_s=config.drain_timeout_s)
+    return build_app(engine, settings, metrics, on_startup=load_root, drain_timeout_s=config.http.drain_timeout_s)
 
 
 def serve(config: ServeConfig) -> None:
@@ -108,12 +100,13 @@ def serve(config: ServeConfig) -> None:
     config.validate()
     model, tokenizer = load_model(config.model)
     app = create_app(model, tokenizer, config)
+    http = config.http
     uvicorn.run(
         app,
-        host=config.host,
-        port=config.port,
+        host=http.host,
+        port=http.port,
         log_level="info",
-        timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
-        timeout_keep_alive=max(1, int(config.timeout_keep_alive_s)),
-        limit_concurrency=config.limit_concurrency,
+        timeout_graceful_shutdown=int(http.drain_timeout_s) or None,
+        timeout_keep_alive=max(1, int(http.timeout_keep_alive_s)),
+        limit_concurrency=http.limit_concurrency,
     )

@@ -107,7 +107,7 @@ class VllmEngine(TextCodecMethods):
     def max_model_len(self) -> int:
         if self.llm is not None:
             return int(self.llm.model_config.max_model_len)
-        return self.config.max_model_len or 0
+        return self.config.limits.max_model_len or 0
 
     async def submit(self, request: GenerationRequest) -> VllmRequestStream:
         if not self.is_accepting or self.llm is None:
@@ -116,10 +116,11 @@ class VllmEngine(TextCodecMethods):
         if request.adapter_name is not None:
             adapter = await self.registry.acquire(request.adapter_name)
         self._validate(request, adapter)
-        if len(self._active) >= self.config.max_num_seqs + self.config.max_waiting:
+        limits = self.config.limits.scheduler
+        if len(self._active) >= limits.max_num_seqs + limits.max_waiting:
             raise EngineBusyError(
                 f"{len(self._active)} requests are already running or waiting (limit "
-                f"{self.config.max_num_seqs + self.config.max_waiting}); retry later"
+                f"{limits.max_num_seqs + limits.max_waiting}); retry later"
             )
         from vllm.exceptions import VLLMClientError
 
@@ -147,7 +148,7 @@ class VllmEngine(TextCodecMethods):
 
     def stats(self) -> EngineStats:
         """vLLM keeps its queue to itself: running = min(in flight, max_num_seqs), the rest waiting."""
-        active, limit = len(self._active), self.config.max_num_seqs
+        active, limit = len(self._active), self.config.limits.scheduler.max_num_seqs
         accepting = self.is_accepting and self.llm is not None and not self.llm.errored
         return EngineStats(min(active, limit), max(0, active - limit), max(0, limit - active), accepting)
 

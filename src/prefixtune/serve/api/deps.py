@@ -10,6 +10,8 @@ Access rules:
   and the base model are open to every request that passed the first rule.
 - Without admin keys, loading and unloading adapters is open (bind to loopback, or set --api-key).
 - `/metrics` needs an admin key when `metrics_require_key` is set (and admin keys exist).
+
+The settings themselves (`ApiSettings`) live in `api/settings.py`, a part of `ServeConfig`.
 """
 
 from __future__ import annotations
@@ -21,36 +23,11 @@ from fastapi import Depends, Request
 
 from prefixtune.errors import AdapterNotFoundError
 from prefixtune.serve.api.errors import AuthenticationError, PermissionDeniedError
+from prefixtune.serve.api.settings import ApiSettings
 from prefixtune.serve.engine.messages import AdapterInfo
 from prefixtune.serve.engine.protocol import Engine
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry_state import hash_key
-
-
-@dataclass(frozen=True, slots=True)
-class ApiSettings:
-    """HTTP-layer settings (the CLI flags of the same names).
-
-    Attributes:
-        api_keys: admin keys (empty: no global authentication).
-        max_request_bytes: largest request body accepted (413 above).
-        request_timeout_s: a request still running after this is cancelled (504, or an error event).
-        default_max_tokens: chat completions without max_tokens generate at most this many.
-        max_n: the largest `n` (choices per prompt) a request may ask for.
-        keepalive_s: idle seconds between SSE keep-alive comments.
-        max_waiting: the engine's queue limit; a request with more sequences (n x prompts) can never be
-            queued, so it is a 400, not a 429 (None: not checked here).
-        metrics_require_key: /metrics needs an admin key (when admin keys are set).
-    """
-
-    api_keys: frozenset[str] = frozenset()
-    max_request_bytes: int = 1 << 20
-    request_timeout_s: float = 600.0
-    default_max_tokens: int = 256
-    max_n: int = 8
-    keepalive_s: float = 15.0
-    max_waiting: int | None = None
-    metrics_require_key: bool = False
 
 
 def get_engine(request: Request) -> Engine:

@@ -1,6 +1,6 @@
 """`EngineCore`: the engine's own thread, running scheduler steps on the model (no asyncio here).
 
-Each iteration: run queued calls (adapter compiles: they use the model, so they run here, between steps),
+Each iteration: run queued calls (`EngineCalls`: adapter compiles use the model, so they run here, between steps),
 apply aborts, plan a step, run it, then turn sampled tokens into outputs (detokenize, stop strings, EOS,
 max_tokens). The scheduler is touched only under `lock`, so other threads may `add` requests; everything
 else crosses threads through `call` / `abort` and the `emit` callback.
@@ -13,14 +13,13 @@ the request's first output.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
 from prefixtune.serve.engine.messages import FinishReason, GenerationOutput, TokenLogprobs
 from prefixtune.serve.engine.request import Sequence
@@ -44,6 +43,7 @@ class EngineCore:
         max_len: tokens a KV slot holds.
         emit: called (on this thread) with every output.
         metrics: step and token metrics.
+        calls: the calls to run between steps (shared with the registry; default: an own, empty inbox).
     """
 
     def __init__(
@@ -56,14 +56,15 @@ class EngineCore:
         max_len: int,
         emit: Emit,
         metrics: ServeMetrics,
+        calls: EngineCalls | None = None,
     ) -> None:
         self.scheduler, self.runner = scheduler, runner
         self.decode, self.eos_token_ids, self.max_len = decode, eos_token_ids, max_len
         self.emit, self.metrics = emit, metrics
+        self.calls = calls or EngineCalls()
         self.lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = self.calls.wake  # one event: a queued call, a request, an abort or stop wakes the loop
         self._stop = threading.Event()
-        self._calls: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
         self._aborts: deque[str] = deque()
         self._thread = threading.Thread(target=self._loop, name="prefixtune-engine", daemon=True)
 
@@ -79,7 +80,7 @@ class EngineCore:
 
     def add(self, seq: Sequence) -> None:
         """Queue a request (raises EngineBusyError when the queue is full)."""
-        seq.state["detokenizer"] = IncrementalDetokenizer(self.decode, seq.sampling.stop)
+        seq.state.detokenizer = IncrementalDetokenizer(self.decode, seq.sampling.stop)
         with self.lock:
             self.scheduler.add(seq)
             self.metrics.queue_depth.set(len(self.scheduler.waiting))
@@ -88,13 +89,6 @@ class EngineCore:
     def abort(self, request_id: str) -> None:
         self._aborts.append(request_id)
         self._wake.set()
-
-    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
-        """Run `fn` on the engine thread between steps; returns its future."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._calls.append((fn, future))
-        self._wake.set()
-        return future
 
     @property
     def is_alive(self) -> bool:
@@ -116,7 +110,7 @@ class EngineCore:
         self._abort_all(waiting=True)
 
     def _iterate(self) -> None:
-        self._run_calls()
+        self.calls.run_pending()
         self._apply_aborts()
         with self.lock:
             plan = self.scheduler.schedule()
@@ -138,7 +132,8 @@ class EngineCore:
             for chunk in plan.chunks:
                 request_id = chunk.seq.request_id
                 if request_id in step.prompt_logprobs:
-                    chunk.seq.state.setdefault("prompt_logprobs", []).extend(step.prompt_logprobs[request_id])
+                    state = chunk.seq.state
+                    state.prompt_logprobs = [*(state.prompt_logprobs or ()), *step.prompt_logprobs[request_id]]
                 if request_id in step.sampled:
                     self._process_token(chunk.seq, step.sampled[request_id], step.logprobs.get(request_id))
 
@@ -151,14 +146,16 @@ class EngineCore:
 
     def _process_token(self, seq: Sequence, token: int, logprobs: TokenLogprobs | None) -> None:
         now = time.monotonic()
-        last = seq.state.get("last_token_time")
+        state = seq.state
+        last = state.last_token_time
         if last is None:
             self.metrics.time_to_first_token.observe(now - seq.arrival_time)
         else:
             self.metrics.inter_token_latency.observe(now - last)
-        seq.state["last_token_time"] = now
+        state.last_token_time = now
         self.metrics.generation_tokens.inc()
-        detok: IncrementalDetokenizer = seq.state["detokenizer"]
+        detok = state.detokenizer
+        assert detok is not None, "add() gives every request its detokenizer"
         params = seq.sampling
         reason: FinishReason | None = None
         if token in self.eos_token_ids and not params.ignore_eos:
@@ -195,7 +192,7 @@ class EngineCore:
         reason: FinishReason | None,
         logprobs: tuple[TokenLogprobs, ...] = (),
     ) -> None:
-        prompt = seq.state.pop("prompt_logprobs", None)  # gathered over the prefill chunks: first output only
+        prompt, seq.state.prompt_logprobs = seq.state.prompt_logprobs, None  # gathered over prefill: first output only
         self.emit(
             GenerationOutput(
                 request_id=seq.request_id,
@@ -208,16 +205,6 @@ class EngineCore:
                 prompt_logprobs=(None, *prompt) if prompt is not None else None,
             )
         )
-
-    def _run_calls(self) -> None:
-        while self._calls:
-            fn, future = self._calls.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # delivered to the caller, who raises it
-                future.set_exception(exc)
 
     def _apply_aborts(self) -> None:
         while self._aborts:

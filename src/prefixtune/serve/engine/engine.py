@@ -2,7 +2,8 @@
 
 `submit` validates everything it can before queueing (adapter, context length, queue room), so HTTP can
 answer 4xx before streaming starts. Outputs come back from the engine thread through per-request asyncio
-queues. Adapter compiles go to the engine thread (`EngineCore.call`), where they cannot race a forward pass.
+queues. Adapter compiles go to the engine thread through `EngineCalls`, which the registry was built with
+(`run_compile=calls.run`), so they cannot race a forward pass.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from prefixtune.core import max_positions, read_geometry
+from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.kv_store import SlotKVStore
+from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
     AdapterInfo,
     EngineStats,
@@ -28,33 +30,13 @@ from prefixtune.serve.engine.messages import (
 from prefixtune.serve.engine.request import Sequence as EngineSequence
 from prefixtune.serve.engine.request_checks import check_request
 from prefixtune.serve.engine.runner import ModelRunner
-from prefixtune.serve.engine.scheduler import Scheduler, SchedulerConfig
+from prefixtune.serve.engine.scheduler import Scheduler
 from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
 from prefixtune.serve.errors import EngineShutdownError
 from prefixtune.serve.metrics import ServeMetrics
 from prefixtune.serve.registry import AdapterRegistry
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Engine limits (the CLI flags of the same names).
-
-    Attributes:
-        model_name: the base model's name in the API (`model` field; no adapter).
-        max_num_seqs: requests running at once (KV slots).
-        max_num_batched_tokens: tokens per step (decodes + prefill chunks).
-        max_waiting: queued requests before 429.
-        max_model_len: context limit, prompt + max_tokens + m; None: min(the model's, 2048). Each of the
-            `max_num_seqs` slots preallocates this many positions in every layer.
-    """
-
-    model_name: str
-    max_num_seqs: int = 16
-    max_num_batched_tokens: int = 256
-    max_waiting: int = 256
-    max_model_len: int | None = None
 
 
 class RequestStream:
@@ -90,9 +72,11 @@ class AsyncEngine(TextCodecMethods):
     Args:
         model: the frozen transformers causal LM (eval mode).
         tokenizer: its tokenizer.
-        registry: the adapter registry; its compiles are routed to the engine thread.
-        config: limits.
+        registry: the adapter registry, built with `run_compile=calls.run`.
+        limits: batching and context limits.
         metrics: shared with the registry and HTTP layer.
+        model_name: the base model's name in the API (`model` field; no adapter).
+        calls: the engine thread's inbox, shared with the registry (its compiles run between steps).
     """
 
     def __init__(
@@ -100,34 +84,38 @@ class AsyncEngine(TextCodecMethods):
         model: nn.Module,
         tokenizer: Any,
         registry: AdapterRegistry,
-        config: EngineConfig,
+        limits: EngineLimits,
         metrics: ServeMetrics,
+        *,
+        model_name: str,
+        calls: EngineCalls,
     ) -> None:
-        self.config, self.tokenizer, self.registry, self.metrics = config, tokenizer, registry, metrics
-        self._max_len = _context_limit(model, config.max_model_len)
+        self.limits, self.tokenizer, self.registry, self.metrics = limits, tokenizer, registry, metrics
+        self._model_name = model_name
+        self._max_len = _context_limit(model, limits.max_model_len)
+        slots = limits.scheduler.max_num_seqs
         weight = model.get_input_embeddings().weight
         self._vocab_size = int(weight.shape[0])
         store = SlotKVStore(
-            config.max_num_seqs, read_geometry(model).kv_shapes, self._max_len, device=weight.device, dtype=weight.dtype
+            slots, read_geometry(model).kv_shapes, self._max_len, device=weight.device, dtype=weight.dtype
         )
-        scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting))
         self.core = EngineCore(
-            scheduler,
+            Scheduler(limits.scheduler),
             ModelRunner(model, store),
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
             eos_token_ids=_eos_ids(model, tokenizer),
             max_len=self._max_len,
             emit=self._emit,
             metrics=metrics,
+            calls=calls,
         )
-        registry.run_compile = self._run_on_engine_thread
         self.codec = TextCodec(tokenizer)  # tokenizing, templating, decoding: shared with the vLLM engine
         self._queues: dict[str, asyncio.Queue[GenerationOutput]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.is_accepting = False
         logger.info(
             "engine ready: %d slots of %d tokens (%.1f MiB KV)",
-            config.max_num_seqs,
+            slots,
             self._max_len,
             store.nbytes / 2**20,
         )
@@ -149,7 +137,7 @@ class AsyncEngine(TextCodecMethods):
     # ----- Engine protocol --------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self.config.model_name
+        return self._model_name
 
     @property
     def max_model_len(self) -> int:
@@ -203,9 +191,6 @@ class AsyncEngine(TextCodecMethods):
 
     def _abort(self, request_id: str) -> None:
         self.core.abort(request_id)
-
-    async def _run_on_engine_thread(self, fn: Any) -> Any:
-        return await asyncio.wrap_future(self.core.call(fn))
 
 
 DEFAULT_MAX_MODEL_LEN = 2048  # every slot preallocates this many positions per layer: keep the default modest

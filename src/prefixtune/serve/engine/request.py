@@ -1,4 +1,5 @@
-"""`Sequence`: the engine's mutable state of one running request (pure Python, no torch).
+"""`Sequence`: the engine's mutable state of one running request, and `RequestState`, the engine's own
+per-request objects (pure Python, no torch at run time).
 
 Token accounting: `token_ids` = prompt + generated; `num_computed` tokens have keys/values in the request's
 KV slot. While prefilling, `num_computed < num_prompt_tokens`; while decoding, exactly one token (the last
@@ -10,15 +11,39 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefixtune.serve.engine.messages import FinishReason, SamplingParams
+from prefixtune.serve.engine.messages import FinishReason, SamplingParams, TokenLogprobs
+
+if TYPE_CHECKING:  # the runner's generator is a torch object; the scheduler side never imports torch
+    import torch
+
+    from prefixtune.serve.engine.detokenizer import IncrementalDetokenizer
 
 
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
+
+
+@dataclass(slots=True)
+class RequestState:
+    """What the engine keeps per request beyond token accounting (issue 11, item 4: was a dict of string keys).
+
+    Attributes:
+        detokenizer: text so far, stop strings (set by `EngineCore.add`).
+        generator: the request's random generator, made on its first sampled token (`ModelRunner`).
+        last_token_time: when its last token was emitted (monotonic s; None before the first: time to first
+            token vs. inter-token latency).
+        prompt_logprobs: prompt logprobs gathered over the prefill chunks until the first output carries them
+            (None: none pending).
+    """
+
+    detokenizer: IncrementalDetokenizer | None = None
+    generator: torch.Generator | None = None
+    last_token_time: float | None = None
+    prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -32,6 +57,7 @@ class Sequence:
         adapter_name: adapter name or None (base model).
         prefix: the compiled prefix the runner injects (a `PrefixKV`; opaque to the scheduler), or None.
         num_virtual_tokens: m of that prefix (0 without one); positions start at m.
+        state: the engine core's and runner's per-request objects.
     """
 
     request_id: str
@@ -46,7 +72,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     arrival_time: float = field(default_factory=time.monotonic)
-    state: dict[str, Any] = field(default_factory=dict)  # runner-owned per-request state (generator)
+    state: RequestState = field(default_factory=RequestState)
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -122,10 +122,10 @@ class ModelRunner:
             if seq.sampling.is_greedy:
                 step.sampled[seq.request_id] = int(greedy[r])
                 continue
-            if "generator" not in seq.state:
-                seq.state["generator"] = make_generator(seq.sampling)
+            if seq.state.generator is None:
+                seq.state.generator = make_generator(seq.sampling)
             try:
-                step.sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state["generator"])
+                step.sampled[seq.request_id] = sample(logits[r], seq.sampling, seq.state.generator)
             except (RuntimeError, ValueError):  # one request's sampling must not fail the others in the batch
                 logger.exception("sampling failed for request %s; aborting it", seq.request_id)
                 step.failed.add(seq.request_id)

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from prefixtune.config_sections import flag_help
 from prefixtune.errors import ConfigError, EngineBusyError
 from prefixtune.serve.engine.messages import FinishReason
 from prefixtune.serve.engine.request import Sequence, SequenceStatus
@@ -41,7 +42,7 @@ def admit_all(candidate: Sequence, running: list[Sequence]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    """Batching limits.
+    """Batching limits (the `prefixtune serve` flags of the same names; the vLLM engine passes them to vLLM).
 
     Attributes:
         max_num_seqs: KV slots, i.e. requests running at once (the largest batch).
@@ -49,9 +50,9 @@ class SchedulerConfig:
         max_waiting: queued requests beyond which `add` refuses (HTTP 429).
     """
 
-    max_num_seqs: int = 16
-    max_num_batched_tokens: int = 256
-    max_waiting: int = 256
+    max_num_seqs: int = field(default=16, metadata=flag_help("Requests running at once (KV slots, largest batch)."))
+    max_num_batched_tokens: int = field(default=256, metadata=flag_help("Tokens computed per engine step."))
+    max_waiting: int = field(default=256, metadata=flag_help("Queued requests before answering 429."))
 
     def problems(self) -> list[str]:
         out = []
