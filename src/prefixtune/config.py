@@ -17,7 +17,7 @@ from prefixtune.errors import ConfigError
 Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may be registered
 METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
 INITS: tuple[str, ...] = ("random", "vocab", "text")
-POSITION_CONVENTIONS: tuple[str, ...] = ("shifted",)
+POSITION_CONVENTIONS: tuple[str, ...] = ("shifted", "unshifted")
 # The one adapter-name rule (PrefixModel, the serving registry, its adapter directories): safe as a path
 # component and in a URL. Matched with fullmatch, so "a\n" is refused ("$" would match before a newline).
 ADAPTER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -70,7 +70,19 @@ class PrefixConfig:
         default="shifted",
         metadata={
             "help": "shifted: [P^l ; H] is numbered 0..m+n-1, so prefix i has position i and real token j "
-            "has position m+j (as PEFT and the original code)."
+            "has position m+j (as PEFT and the original code). unshifted: real token j keeps position j, as "
+            "without an adapter, and the per-layer prefixes carry no position (encoders with learned absolute "
+            "positions, BERT and RoBERTa, methods prefix and kv; keeps every position of a 512-position model "
+            "for real tokens)."
+        },
+    )
+    train_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Also train the model's task head (the classifier of an encoder's ...ForSequenceClassification "
+            "or ...ForTokenClassification: every weight outside its bare encoder), as P-tuning v2 does. The "
+            "adapter then owns a copy of the head, saved in its directory (head.safetensors), so adapters with "
+            "different heads mix in one batch. False: the prefix alone trains and the model's head stays frozen."
         },
     )
     seed: int | None = field(default=None, metadata={"help": "Seed for the initialization (None: torch's RNG)."})
@@ -99,6 +111,8 @@ class PrefixConfig:
             out.append(f"reparam_hidden={self.reparam_hidden!r} must be a positive integer or None")
         if is_registered(self.method):
             out += parametrization_class(self.method).config_problems(self)
+        if not isinstance(self.train_head, bool):
+            out.append(f"train_head={self.train_head!r} must be true or false")
         if self.position_convention not in POSITION_CONVENTIONS:
             out.append(
                 f"position_convention={self.position_convention!r} is unknown; "

@@ -18,17 +18,26 @@ from torch import nn
 
 from prefixtune.adapter_dict import AdapterDict
 from prefixtune.config import ADAPTER_NAME_RULE, PrefixConfig, is_valid_adapter_name
-from prefixtune.core import disable_checkpointing, enable_checkpointing, read_geometry, uninstall_attention
+from prefixtune.core import (
+    disable_checkpointing,
+    enable_checkpointing,
+    has_bidirectional_attention,
+    read_geometry,
+    uninstall_attention,
+)
 from prefixtune.core.fingerprint import compare, fingerprint
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.encoder_forward import encoder_forward
 from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
 from prefixtune.generation.generate import generate_with_prefixes
-from prefixtune.io.adapter_dir import AdapterFiles, check_shapes, save_adapter_dir
+from prefixtune.io.adapter_dir import AdapterFiles, check_head_shapes, check_shapes, save_adapter_dir
 from prefixtune.io.peft_import import read_adapter_files
+from prefixtune.model_checks import head_names_for, model_config_problems
 from prefixtune.parametrizations import build_parametrization, parametrization_class
 from prefixtune.parametrizations.base import Parametrization
+from prefixtune.parametrizations.task_head import TaskHead
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +48,9 @@ class PrefixModel(nn.Module):
     """A frozen base model plus named adapters; forward and generate mix adapters per batch row.
 
     Args:
-        base_model: a transformers causal LM. Its weights are frozen (requires_grad=False) and never changed.
+        base_model: a transformers causal LM, or an encoder of the BERT family (`AutoModel`,
+            `...ForSequenceClassification`, `...ForTokenClassification`; docs/encoders.md). Its weights are
+            frozen (requires_grad=False) and never changed.
         tokenizer: optional; needed for init='text'.
     """
 
@@ -73,9 +84,12 @@ class PrefixModel(nn.Module):
     def add_adapter(self, name: str, config: PrefixConfig) -> Parametrization:
         """Create a new, initialized adapter `name` (made active if it is the first)."""
         self._check_new_name(name)
+        self._check_config(config)
         device = self.base_model.get_input_embeddings().weight.device
         with torch.no_grad():
             adapter = build_parametrization(config, self.base_model, self.geometry, self.tokenizer)
+            if config.train_head:  # P-tuning v2: the adapter trains its own copy of the model's head
+                adapter.task_head = TaskHead.copy_of(self.base_model, head_names_for(self.base_model))
         self._insert(name, adapter.to(device), {})
         return adapter
 
@@ -111,8 +125,19 @@ class PrefixModel(nn.Module):
         self._metadata[self._resolve(name)] = dict(metadata)
 
     def trainable_parameters(self, name: str | None = None) -> list[nn.Parameter]:
-        """The parameters of adapter `name` (default: active). The base model has none."""
+        """What trains for adapter `name` (default: active): its prefix parameters, then its own task head's
+        (`PrefixConfig.train_head`). The base model has none."""
         return [p for p in self._adapter(name).parameters() if p.requires_grad]
+
+    def trainable_parts(self, name: str | None = None) -> dict[str, int]:
+        """Trainable parameter counts of adapter `name` by part: {"prefix": ..., "head": ...} ("head" only
+        for an adapter with its own task head)."""
+        adapter = self._adapter(name)
+        head = {id(p) for p in adapter.task_head.parameters()} if adapter.task_head is not None else set()
+        parts = {"prefix": sum(p.numel() for p in adapter.parameters() if p.requires_grad and id(p) not in head)}
+        if adapter.task_head is not None:
+            parts["head"] = adapter.task_head.num_parameters()
+        return parts
 
     def num_trainable_parameters(self, name: str | None = None) -> int:
         return sum(p.numel() for p in self.trainable_parameters(name))
@@ -161,12 +186,27 @@ class PrefixModel(nn.Module):
     ) -> Any:
         """The base model's forward with each row's adapter (`adapter_names[r]`; None = bare model).
 
+        On an encoder with a task head, each row goes through its adapter's own head when the adapter has
+        one (`train_head`), so `.logits` of a batch mixing adapters are every row's own classification.
+
         Returns:
-            transformers' CausalLMOutput: `.logits` (B, T, V), `.loss` when `labels` (B, T) are given.
+            transformers' output: `.logits` ((B, T, V) for a causal LM; (B, C) or (B, T, C) for an encoder's
+            head), `.loss` when `labels` are given.
         """
         self._check_attached()
         ref = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
         kvs = self.prefix_kvs_for(adapter_names, ref.shape[0])
+        if has_bidirectional_attention(self.base_model) and input_ids is not None:
+            heads = self._heads_for(adapter_names, ref.shape[0])
+            return encoder_forward(
+                self.base_model,
+                input_ids,
+                prefix_kvs=kvs,
+                heads=heads,
+                attention_mask=attention_mask,
+                labels=labels,
+                **kwargs,
+            )
         return prefix_forward(
             self.base_model, input_ids, prefix_kvs=kvs, attention_mask=attention_mask, labels=labels, **kwargs
         )
@@ -197,6 +237,12 @@ class PrefixModel(nn.Module):
         compiled = {name: self._compiled(name) for name in dict.fromkeys(adapter_names) if name is not None}
         return [None if name is None else compiled[name] for name in adapter_names]
 
+    def _heads_for(self, adapter_names: Sequence[str | None] | None, batch_size: int) -> list[TaskHead | None]:
+        """Each row's own task head (None: the model's), as `prefix_kvs_for` resolves the rows' adapters."""
+        if adapter_names is None:
+            adapter_names = [self.active_adapter] * batch_size
+        return [None if name is None else self._adapter(name).task_head for name in adapter_names]
+
     @contextmanager
     def compile_once(self) -> Iterator[None]:
         """Compile each adapter once for every forward and backward pass inside (gradient accumulation).
@@ -225,7 +271,7 @@ class PrefixModel(nn.Module):
         shared, self._compiled_once = self._compiled_once, None
         outputs, grads = [], []
         for in_graph, used in shared.values():
-            for out, leaf in zip((*in_graph.keys, *in_graph.values), (*used.keys, *used.values), strict=True):
+            for out, leaf in zip(in_graph.tensors(), used.tensors(), strict=True):
                 if leaf.grad is not None:
                     outputs.append(out)
                     grads.append(leaf.grad)
@@ -239,10 +285,10 @@ class PrefixModel(nn.Module):
         key = self._resolve(name)
         if key not in self._compiled_once:
             in_graph = self.compile(key)
-            if not in_graph.keys[0].requires_grad:  # nothing to carry back (e.g. a frozen adapter)
+            if not in_graph.tensors()[0].requires_grad:  # nothing to carry back (e.g. a frozen adapter)
                 return in_graph
             used = in_graph.detach()
-            for t in (*used.keys, *used.values):
+            for t in used.tensors():
                 t.requires_grad_(True)
             self._compiled_once[key] = (in_graph, used)
         return self._compiled_once[key][1]
@@ -268,6 +314,7 @@ class PrefixModel(nn.Module):
             fingerprint=self.base_fingerprint(),
             metadata=self._metadata.get(self._resolve(name), {}),
             compiled=compiled,
+            head=None if adapter.task_head is None else adapter.task_head.state(),
         )
 
     def load_adapter(self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True) -> str:
@@ -283,8 +330,10 @@ class PrefixModel(nn.Module):
         self._check_new_name(name)
         cls = self.check_adapter_files(files, check_fingerprint=check_fingerprint)
         device = self.base_model.get_input_embeddings().weight.device
-        adapter = cls.from_folded(files.config, self.geometry, files.tensors).to(device)
-        self._insert(name, adapter, files.metadata)
+        adapter = cls.from_folded(files.config, self.geometry, files.tensors)
+        if files.head is not None:
+            adapter.task_head = TaskHead(files.head)
+        self._insert(name, adapter.to(device), files.metadata)
         logger.info(
             "loaded adapter %s (%s, m=%d) from %s",
             name,
@@ -312,6 +361,9 @@ class PrefixModel(nn.Module):
                     "Use the base model it was trained on (or check_fingerprint=False to override)."
                 )
         check_shapes(files, cls.expected_shapes(files.config, self.geometry))
+        self._check_config(files.config, where=f"{files.path}: ")
+        if files.config.train_head:
+            check_head_shapes(files, {n: tuple(p.shape) for n, p in self.base_model.named_parameters()})
         return cls
 
     # ----- internals ------------------------------------------------------------------------------------
@@ -336,6 +388,12 @@ class PrefixModel(nn.Module):
         if resolved not in self.adapters:
             raise AdapterNotFoundError(f"no adapter named {resolved!r}; attached: {self.adapter_names or 'none'}")
         return self.adapters[resolved]
+
+    def _check_config(self, config: PrefixConfig, where: str = "") -> None:
+        """Refuse a configuration this base model cannot run (position convention, task head)."""
+        problems = model_config_problems(self.base_model, config)
+        if problems:
+            raise ConfigError([where + p for p in problems], source="PrefixConfig for this model")
 
     def _check_new_name(self, name: str) -> None:
         if not is_valid_adapter_name(name):

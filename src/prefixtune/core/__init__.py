@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from prefixtune.core.hf.attention import uninstall as uninstall_attention
     from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
     from prefixtune.core.hf.checkpointing import enable as enable_checkpointing
+    from prefixtune.core.hf.encoder import encoder_family, has_absolute_positions, has_bidirectional_attention
     from prefixtune.core.hf.family import decoder_parts
     from prefixtune.core.hf.geometry import read_geometry
     from prefixtune.core.hf.head import output_logits
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
         num_attention_heads,
         tied_weight_names,
     )
+    from prefixtune.core.hf.task_head import encoder_output, head_parameter_names, run_head
     from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
     from prefixtune.core.positions import shifted_position_ids
     from prefixtune.core.prefix_batch import KVStore, PrefixBatch, active_prefix_batch
     from prefixtune.core.prefix_kv import PrefixKV
     from prefixtune.core.reference import reference_kv_logits, reference_logits
+    from prefixtune.core.reference_encoder import reference_encoder_output
 
 # Public name -> (module, attribute).
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -49,6 +52,11 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "disable_checkpointing": ("prefixtune.core.hf.checkpointing", "disable"),
     "embedding_std": ("prefixtune.core.hf.layers", "embedding_std"),
     "enable_checkpointing": ("prefixtune.core.hf.checkpointing", "enable"),
+    "encoder_family": ("prefixtune.core.hf.encoder", "encoder_family"),
+    "encoder_output": ("prefixtune.core.hf.task_head", "encoder_output"),
+    "has_absolute_positions": ("prefixtune.core.hf.encoder", "has_absolute_positions"),
+    "has_bidirectional_attention": ("prefixtune.core.hf.encoder", "has_bidirectional_attention"),
+    "head_parameter_names": ("prefixtune.core.hf.task_head", "head_parameter_names"),
     "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
     "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
     "max_positions": ("prefixtune.core.hf.layers", "max_positions"),
@@ -60,7 +68,9 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "prepare_prefix_inputs": ("prefixtune.core.inject", "prepare_prefix_inputs"),
     "read_geometry": ("prefixtune.core.hf.geometry", "read_geometry"),
     "reference_kv_logits": ("prefixtune.core.reference", "reference_kv_logits"),
+    "reference_encoder_output": ("prefixtune.core.reference_encoder", "reference_encoder_output"),
     "reference_logits": ("prefixtune.core.reference", "reference_logits"),
+    "run_head": ("prefixtune.core.hf.task_head", "run_head"),
     "shifted_position_ids": ("prefixtune.core.positions", "shifted_position_ids"),
     "tied_weight_names": ("prefixtune.core.hf.layers", "tied_weight_names"),
     "uninstall_attention": ("prefixtune.core.hf.attention", "uninstall"),
@@ -80,7 +90,12 @@ __all__ = [
     "disable_checkpointing",
     "embedding_std",
     "enable_checkpointing",
+    "encoder_family",
+    "encoder_output",
     "ensure_installed",
+    "has_absolute_positions",
+    "has_bidirectional_attention",
+    "head_parameter_names",
     "layer_input_states",
     "max_positions",
     "model_fingerprint",
@@ -89,8 +104,10 @@ __all__ = [
     "prefix_forward",
     "prepare_prefix_inputs",
     "read_geometry",
+    "reference_encoder_output",
     "reference_kv_logits",
     "reference_logits",
+    "run_head",
     "shifted_position_ids",
     "tied_weight_names",
     "uninstall_attention",

@@ -137,7 +137,9 @@ def attend(
     def widened() -> torch.Tensor:
         """The real tokens' mask widened by the row's prefix columns: bool (B, 1, T_q, M + T_kv)."""
         prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, pvalid.shape[1])  # (B, 1, T_q, M)
-        ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device)  # (B, 1, T_q, T_kv)
+        # An encoder's attention is bidirectional: no mask there means every key, not a causal triangle.
+        causal = getattr(module, "is_causal", True)
+        ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device, causal)  # (B, 1, T_q, T_kv)
         return torch.cat([prefix_allowed, ctx_allowed], dim=-1)
 
     # One query (decoding) or an engine-owned cache (chunked prefill): never copy the cache to attach the prefix.
@@ -162,8 +164,13 @@ def attend(
     return base_fn(module, query, key, value, mask, **kwargs)
 
 
-def _allowed(mask: torch.Tensor | None, B: int, T_q: int, T_kv: int, device: torch.device) -> torch.Tensor:
-    """transformers' mask (or None = causal) as bool (B, 1, T_q, T_kv), True = may attend."""
+def _allowed(
+    mask: torch.Tensor | None, B: int, T_q: int, T_kv: int, device: torch.device, causal: bool = True
+) -> torch.Tensor:
+    """transformers' mask (or None: causal, or everything for a bidirectional module) as bool
+    (B, 1, T_q, T_kv), True = may attend."""
+    if mask is None and not causal:
+        return torch.ones(B, 1, T_q, T_kv, dtype=torch.bool, device=device)
     if mask is None:
         q_pos = torch.arange(T_q, device=device)[:, None] + (T_kv - T_q)
         allowed = torch.arange(T_kv, device=device)[None, :] <= q_pos  # (T_q, T_kv)

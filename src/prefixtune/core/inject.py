@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prefixtune.config import POSITION_CONVENTIONS
 from prefixtune.core.hf.attention import PREFIX, install
-from prefixtune.core.positions import shifted_position_ids
+from prefixtune.core.positions import real_position_ids
 from prefixtune.core.prefix_batch import KVStore, PrefixBatch
 from prefixtune.core.prefix_kv import PrefixKV
 
@@ -44,7 +45,7 @@ def build_prefix_batch(model: nn.Module, prefix_kvs: Sequence[PrefixKV | None]) 
     """
     ensure_installed(model)
     for kv in prefix_kvs:
-        if kv is not None and kv.position_convention != "shifted":
+        if kv is not None and kv.position_convention not in POSITION_CONVENTIONS:
             raise ValueError(f"position convention {kv.position_convention!r} is not supported")
     weight = model.get_input_embeddings().weight
     return PrefixBatch.build(prefix_kvs, device=weight.device, dtype=weight.dtype)
@@ -65,7 +66,7 @@ def prepare_prefix_inputs(
     """
     batch = build_prefix_batch(model, prefix_kvs)
     _check_rows(batch, attention_mask.shape[0])
-    return batch, shifted_position_ids(attention_mask, batch.lengths)
+    return batch, real_position_ids(model, attention_mask, batch.position_shifts)
 
 
 def _check_rows(batch: PrefixBatch, batch_size: int) -> None:
@@ -118,7 +119,7 @@ def prefix_forward(
         if attention_mask is None:
             attention_mask = torch.ones(B, T, dtype=torch.long, device=ref.device)
         if position_ids is None:
-            position_ids = shifted_position_ids(attention_mask, batch.lengths)
+            position_ids = real_position_ids(model, attention_mask, batch.position_shifts)
         kwargs["attention_mask"] = attention_mask
     return model(
         input_ids=input_ids,

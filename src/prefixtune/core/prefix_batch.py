@@ -2,6 +2,9 @@
 
 Rows may use different adapters with different m, or none. Row r's prefix occupies columns [0, m_r) of a
 (B, H_kv, M, D) tensor, M = max m_r; `valid` marks which columns are real so attention masks the rest.
+Soft prompts on an encoder (`PrefixKV.prompt_embeddings`) are stacked apart, right-aligned in (B, M_p, d)
+slots, so that every row's prompt ends right before its first token (sliding-window attention measures
+distances in sequence slots).
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ class PrefixBatch:
     Attributes:
         keys, values: per layer (B or 1, H_kv, M, D); batch 1 when every row shares one prefix.
         valid: (B, M) bool, True where row r has a prefix position.
-        lengths: (B,) long, m_r (0 for rows without a prefix).
+        lengths: (B,) long, m_r (0 for rows without a key/value prefix).
         store: optional caller-owned KV cache (serving); None means transformers' own cache or none.
+        shifts: (B,) long, how far each row's real-token positions move: m_r under the "shifted" convention,
+            0 under "unshifted" or without an adapter. None: `lengths` (every row "shifted").
+        prompts: (B, M_p, d) encoder soft prompts, right-aligned (zeros where a row has fewer), or None.
+        prompt_valid: (B, M_p) bool, True where row r has a prompt slot; None without prompts.
     """
 
     keys: tuple[torch.Tensor, ...]
@@ -53,6 +60,9 @@ class PrefixBatch:
     valid: torch.Tensor
     lengths: torch.Tensor
     store: KVStore | None = None
+    shifts: torch.Tensor | None = None
+    prompts: torch.Tensor | None = None
+    prompt_valid: torch.Tensor | None = None
     _expanded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -68,6 +78,16 @@ class PrefixBatch:
     def batch_size(self) -> int:
         return int(self.lengths.shape[0])
 
+    @property
+    def position_shifts(self) -> torch.Tensor:
+        """(B,) long: how far each row's real-token positions are shifted (see `shifts`)."""
+        return self.lengths if self.shifts is None else self.shifts
+
+    @property
+    def has_prompts(self) -> bool:
+        """Whether some row carries an encoder soft prompt (which enters at the embeddings, not attention)."""
+        return self.prompts is not None
+
     @classmethod
     def build(
         cls,
@@ -82,13 +102,30 @@ class PrefixBatch:
         Rows that share one PrefixKV object are stored once and broadcast, so a training batch on one
         adapter costs no copy per row.
         """
+        if device is None and any(kv is not None for kv in prefix_kvs):
+            device = next(kv for kv in prefix_kvs if kv is not None).device
+        shifts = torch.tensor([_shift(kv) for kv in prefix_kvs], dtype=torch.long, device=device)
+        prompts, prompt_valid = _stack_prompts(prefix_kvs, device, dtype)
+        layered = [None if kv is None or kv.is_prompt else kv for kv in prefix_kvs]
+        out = cls._build_layered(layered, device=device, dtype=dtype, store=store)
+        out.shifts, out.prompts, out.prompt_valid = shifts, prompts, prompt_valid
+        return out
+
+    @classmethod
+    def _build_layered(
+        cls,
+        prefix_kvs: Sequence[PrefixKV | None],
+        *,
+        device: torch.device | None,
+        dtype: torch.dtype | None,
+        store: KVStore | None,
+    ) -> PrefixBatch:
+        """The per-layer key/value part of `build` (prompt rows already replaced by None)."""
         lengths = torch.tensor([0 if kv is None else kv.num_virtual_tokens for kv in prefix_kvs], dtype=torch.long)
         present = [kv for kv in prefix_kvs if kv is not None]
-        if device is None and present:
-            device = present[0].device
         lengths = lengths.to(device) if device is not None else lengths
         if not present:
-            return cls((), (), torch.zeros(len(prefix_kvs), 0, dtype=torch.bool), lengths, store)
+            return cls((), (), torch.zeros(len(prefix_kvs), 0, dtype=torch.bool, device=device), lengths, store)
         M = int(lengths.max())
         valid = torch.arange(M, device=lengths.device)[None, :] < lengths[:, None]  # (B, M)
         shared = all(kv is present[0] for kv in prefix_kvs)
@@ -141,6 +178,31 @@ class PrefixBatch:
             cached = (k, v, valid)
             self._expanded[(layer_idx, batch_size)] = cached
         return cached
+
+
+def _shift(kv: PrefixKV | None) -> int:
+    """How far a row's real-token positions move next to `kv` (its position convention)."""
+    if kv is None or kv.position_convention == "unshifted":
+        return 0
+    return kv.num_virtual_tokens
+
+
+def _stack_prompts(
+    prefix_kvs: Sequence[PrefixKV | None], device: torch.device | None, dtype: torch.dtype | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Encoder soft prompts, right-aligned: (B, M_p, d) and valid (B, M_p); (None, None) without any."""
+    rows = [kv.prompt_embeddings if kv is not None and kv.is_prompt else None for kv in prefix_kvs]
+    ref = next((p for p in rows if p is not None), None)
+    if ref is None:
+        return None, None
+    M, d = max(p.shape[0] for p in rows if p is not None), ref.shape[1]
+    slots, valid = [], torch.zeros(len(rows), M, dtype=torch.bool, device=device)
+    for r, p in enumerate(rows):
+        m = 0 if p is None else p.shape[0]
+        pad = ref.new_zeros(M - m, d)
+        slots.append(pad if p is None else torch.cat([pad, p], dim=0))
+        valid[r, M - m :] = True
+    return torch.stack(slots).to(device=device, dtype=dtype), valid
 
 
 def _stack_layer(rows: list[torch.Tensor | None], M: int) -> torch.Tensor:

@@ -4,6 +4,11 @@ Because prefix outputs are discarded, a prefix acts on the real tokens only thro
 layer's frozen attention computes from it. Those do not depend on the input, so every method (hidden-state
 prefix, kv prefix, soft prompt) compiles to the same thing: per layer, m keys and m values in exactly the form
 the layer's attention consumes (after norms, projections and rotary embedding).
+
+One exception, forced by the math: a soft prompt on a bidirectional encoder. Its positions attend to the real
+tokens, so its keys/values at every layer after the first depend on the input and cannot be compiled. Such
+an adapter "compiles" to its prompt vectors (`prompt_embeddings`), which the injection puts in front of the
+token embeddings; its keys and values are empty.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ class PrefixKV:
         keys: one tensor per layer, shape (H_kv, m, D), as the layer's attention consumes them.
         values: one tensor per layer, shape (H_kv, m, D).
         method: the parametrization it was compiled from ("prefix", "kv" or "prompt").
-        position_convention: how the real tokens are numbered next to this prefix ("shifted": m + j).
+        position_convention: how the real tokens are numbered next to this prefix ("shifted": m + j;
+            "unshifted": j, as without a prefix).
         fingerprint: the base model it was compiled on (see `core.fingerprint`), or None if unknown.
+        prompt_embeddings: (m, d), only for a soft prompt on a bidirectional encoder (see the module
+            docstring); keys and values are then empty tuples.
     """
 
     keys: tuple[torch.Tensor, ...]
@@ -31,8 +39,13 @@ class PrefixKV:
     method: str
     position_convention: str = "shifted"
     fingerprint: dict[str, Any] | None = None
+    prompt_embeddings: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        if self.prompt_embeddings is not None:
+            if self.keys or self.values or self.prompt_embeddings.ndim != 2:
+                raise ValueError("a PrefixKV with prompt_embeddings (m, d) has no keys or values")
+            return
         if len(self.keys) != len(self.values) or not self.keys:
             raise ValueError(
                 f"PrefixKV needs one key and one value tensor per layer, got "
@@ -49,7 +62,14 @@ class PrefixKV:
     @property
     def num_virtual_tokens(self) -> int:
         """m, the number of prefix positions per layer."""
+        if self.prompt_embeddings is not None:
+            return int(self.prompt_embeddings.shape[0])
         return int(self.keys[0].shape[-2])
+
+    @property
+    def is_prompt(self) -> bool:
+        """Whether this is an encoder's soft prompt (`prompt_embeddings`), not per-layer keys/values."""
+        return self.prompt_embeddings is not None
 
     @property
     def num_layers(self) -> int:
@@ -58,15 +78,21 @@ class PrefixKV:
     @property
     def nbytes(self) -> int:
         """Memory held by the keys and values, in bytes."""
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        return sum(t.numel() * t.element_size() for t in self.tensors())
 
     @property
     def device(self) -> torch.device:
-        return self.keys[0].device
+        return self.tensors()[0].device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.keys[0].dtype
+        return self.tensors()[0].dtype
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every tensor it holds: keys then values, or the prompt embeddings."""
+        if self.prompt_embeddings is not None:
+            return (self.prompt_embeddings,)
+        return (*self.keys, *self.values)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PrefixKV:
         """A copy on another device and/or dtype."""
@@ -74,8 +100,17 @@ class PrefixKV:
             self,
             keys=tuple(k.to(device=device, dtype=dtype) for k in self.keys),
             values=tuple(v.to(device=device, dtype=dtype) for v in self.values),
+            prompt_embeddings=None
+            if self.prompt_embeddings is None
+            else self.prompt_embeddings.to(device=device, dtype=dtype),
         )
 
     def detach(self) -> PrefixKV:
         """A copy cut from the autograd graph (for serving and caching)."""
-        return replace(self, keys=tuple(k.detach() for k in self.keys), values=tuple(v.detach() for v in self.values))
+        prompt = None if self.prompt_embeddings is None else self.prompt_embeddings.detach()
+        return replace(
+            self,
+            keys=tuple(k.detach() for k in self.keys),
+            values=tuple(v.detach() for v in self.values),
+            prompt_embeddings=prompt,
+        )

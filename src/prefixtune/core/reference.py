@@ -9,7 +9,7 @@ holding each layer's prefix, so its own attention does the concatenation (`refer
 Deliberately slow and independent of the fast path: no compilation, no key/value capture, no prefix-aware
 attention (the model's own attention implementation runs with an explicit (m+n) x (m+n) mask). It supports
 the architectures the tests use: GPT-2 (learned absolute positions) and the Llama family (rotary; Llama,
-Qwen2/3, Mistral), read through their public module names.
+Qwen2/3, Mistral), read through their public module names; encoders go to `core.reference_encoder`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from torch import nn
 
 from prefixtune.core.hf.attention import base_implementation
 from prefixtune.core.hf.cache import cache_argument, prefilled_cache
+from prefixtune.core.hf.encoder import has_bidirectional_attention
 from prefixtune.core.hf.family import DecoderParts, decoder_parts
 from prefixtune.core.hf.head import output_logits
+from prefixtune.core.reference_encoder import reference_encoder_output
 from prefixtune.errors import UnsupportedModelError
 
 
@@ -34,20 +36,34 @@ def reference_logits(
     *,
     layer_prefixes: torch.Tensor | None = None,
     prompt: torch.Tensor | None = None,
+    position_convention: str = "shifted",
+    head_params: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits of the real tokens, computed literally.
 
     Args:
-        model: a GPT-2 or Llama-family causal LM.
+        model: a GPT-2 or Llama-family causal LM, or a supported encoder (`core.reference_encoder`).
         input_ids: (B, n). attention_mask: (B, n), 1 = real token (left or right padding).
         layer_prefixes: (L, m, d), method "prefix": P^l for every layer.
         prompt: (m, d), method "prompt": the soft prompt.
+        position_convention, head_params: encoders only (see `reference_encoder_output`).
 
     Returns:
-        (B, n, V) logits at the real token positions (values at padding positions are unspecified).
+        (B, n, V) logits at the real token positions (values at padding positions are unspecified); an
+        encoder's task-head output.
     """
     if (layer_prefixes is None) == (prompt is None):
         raise ValueError("give exactly one of layer_prefixes (method 'prefix') or prompt (method 'prompt')")
+    if has_bidirectional_attention(model):
+        return reference_encoder_output(
+            model,
+            input_ids,
+            attention_mask,
+            layer_prefixes=layer_prefixes,
+            prompt=prompt,
+            position_convention=position_convention,
+            head_params=head_params,
+        )
     B, n = input_ids.shape
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     m = layer_prefixes.shape[1] if layer_prefixes is not None else prompt.shape[0]
@@ -83,6 +99,9 @@ def reference_kv_logits(
     attention_mask: torch.Tensor | None,
     keys: Sequence[torch.Tensor],
     values: Sequence[torch.Tensor],
+    *,
+    position_convention: str = "shifted",
+    head_params: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits of the real tokens with per-layer keys/values in front of every layer's own, computed literally.
 
@@ -92,8 +111,17 @@ def reference_kv_logits(
         keys, values: per layer (H_kv, m, D), method "kv".
 
     Returns:
-        (B, n, V) logits (values at padding positions are unspecified).
+        (B, n, V) logits (values at padding positions are unspecified); an encoder's task-head output.
     """
+    if has_bidirectional_attention(model):
+        return reference_encoder_output(
+            model,
+            input_ids,
+            attention_mask,
+            layer_kv_prefixes=(keys, values),
+            position_convention=position_convention,
+            head_params=head_params,
+        )
     if base_implementation(model) not in ("sdpa", "eager"):
         raise UnsupportedModelError("the reference path runs with sdpa or eager attention")
     B = input_ids.shape[0]

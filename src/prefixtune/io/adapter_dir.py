@@ -3,7 +3,9 @@
 adapter_config.json holds the format version, the library version, the PrefixConfig, the geometry it was
 made for, the base-model fingerprint and free-form metadata (the training task format, for example).
 adapter.safetensors holds the trained tensors with any reparametrization folded away, and optionally the
-compiled per-layer keys/values ("compiled.keys.{l}", "compiled.values.{l}").
+compiled per-layer keys/values ("compiled.keys.{l}", "compiled.values.{l}"). An adapter that trains its own
+task head (`train_head`, encoders) also holds head.safetensors: the head's weights by their names in the model
+("classifier.weight", ...); adapter_config.json lists their shapes under "head".
 
 Reading validates everything before anything is built: a bad directory raises `AdapterFormatError` naming
 the file and the problem. Writing is atomic. Pickle files are never read.
@@ -32,6 +34,7 @@ from prefixtune.version import __version__
 FORMAT_VERSION = 1
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter.safetensors"
+HEAD_FILE = "head.safetensors"
 COMPILED_PREFIX = "compiled."
 
 
@@ -47,6 +50,7 @@ class AdapterFiles:
     compiled: PrefixKV | None = None
     raw_config: dict[str, Any] = field(default_factory=dict)
     weights_file: str = WEIGHTS_FILE  # named in errors (PEFT's is adapter_model.safetensors)
+    head: dict[str, torch.Tensor] | None = None  # the adapter's own task head (train_head), by model names
 
 
 def save_adapter_dir(
@@ -58,9 +62,15 @@ def save_adapter_dir(
     fingerprint: dict[str, Any] | None,
     metadata: dict[str, Any] | None = None,
     compiled: PrefixKV | None = None,
+    head: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write an adapter directory atomically (the old one, if any, is replaced only on success)."""
+    """Write an adapter directory atomically (the old one, if any, is replaced only on success).
+
+    `head`: the adapter's own task-head weights by their names in the model (written to head.safetensors).
+    """
     payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    if compiled is not None and compiled.is_prompt:
+        compiled = None  # an encoder's prompt compiles to itself: nothing more to store
     if compiled is not None:
         for i, (k, v) in enumerate(zip(compiled.keys, compiled.values, strict=True)):
             payload[f"{COMPILED_PREFIX}keys.{i}"] = k.detach().to("cpu").clone(memory_format=torch.contiguous_format)
@@ -80,8 +90,13 @@ def save_adapter_dir(
         "metadata": metadata or {},
         "tensors": {k: list(v.shape) for k, v in payload.items()},
     }
+    if head is not None:
+        document["head"] = {k: list(v.shape) for k, v in head.items()}
     with atomic_directory(path) as tmp:
         save_file(payload, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "prefixtune_format": "1"})
+        if head is not None:
+            head_payload = {k: v.detach().to("cpu").contiguous() for k, v in head.items()}
+            save_file(head_payload, str(tmp / HEAD_FILE), metadata={"format": "pt", "prefixtune_format": "1"})
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     return Path(path)
 
@@ -100,6 +115,7 @@ def read_adapter_dir(path: str | os.PathLike) -> AdapterFiles:
     config = _parse_config(root / CONFIG_FILE, document)
     tensors = _read_tensors(root / WEIGHTS_FILE)
     compiled = _split_compiled(tensors, config)
+    head = _read_head(root, config)
     return AdapterFiles(
         path=root,
         config=config,
@@ -108,7 +124,36 @@ def read_adapter_dir(path: str | os.PathLike) -> AdapterFiles:
         metadata=document.get("metadata") or {},
         compiled=compiled,
         raw_config=document,
+        head=head,
     )
+
+
+def _read_head(root: Path, config: PrefixConfig) -> dict[str, torch.Tensor] | None:
+    """head.safetensors, which an adapter with `train_head` must have and any other must not."""
+    file = root / HEAD_FILE
+    if config.train_head and not file.is_file():
+        raise AdapterFormatError(f"{file}: missing; the adapter trains its task head (train_head) and saves it there")
+    if not config.train_head:
+        if file.is_file():
+            raise AdapterFormatError(f"{file}: present, but the adapter's config says train_head=false")
+        return None
+    return _read_tensors(file)
+
+
+def check_head_shapes(files: AdapterFiles, model_shapes: dict[str, tuple[int, ...]]) -> None:
+    """Raise AdapterFormatError unless every saved head tensor is a parameter of the model, of its shape."""
+    file = files.path / HEAD_FILE
+    for name, tensor in (files.head or {}).items():
+        shape = model_shapes.get(name)
+        if shape is None:
+            raise AdapterFormatError(
+                f"{file}: head tensor {name!r} is not a parameter of this model (was it made for another head?)"
+            )
+        if tuple(tensor.shape) != shape:
+            raise AdapterFormatError(
+                f"{file}: head tensor {name!r} has shape {tuple(tensor.shape)}, but this model's is {shape} "
+                "(another number of labels?)"
+            )
 
 
 def check_shapes(files: AdapterFiles, expected: dict[str, tuple[int, ...]]) -> None:

@@ -22,6 +22,7 @@ from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.errors import ConfigError
 from prefixtune.parametrizations.peft_types import PREFIX_TUNING, PROMPT_TUNING
+from prefixtune.parametrizations.task_head import TaskHead
 
 __all__ = ["PREFIX_TUNING", "PROMPT_TUNING", "Observation", "Parametrization", "PeftTensors"]
 
@@ -75,6 +76,13 @@ class Parametrization(nn.Module):
         super().__init__()
         self.config = config
         self.geometry = geometry
+        # The adapter's own task head (`config.train_head`), set by PrefixModel; a submodule, so it trains
+        # and moves with the adapter.
+        self.task_head: TaskHead | None = None
+
+    def head_params(self) -> dict[str, torch.Tensor] | None:
+        """The adapter's task-head weights by their names in the model, or None (the model's own head)."""
+        return None if self.task_head is None else self.task_head.params()
 
     # ----- building, compiling, saving --------------------------------------------------------------------
     @classmethod

@@ -148,4 +148,12 @@ class KVPrefix(Parametrization):
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
         keys, values = self.layer_tensors()
-        return reference_kv_logits(model, input_ids, attention_mask, keys, values)
+        return reference_kv_logits(
+            model,
+            input_ids,
+            attention_mask,
+            keys,
+            values,
+            position_convention=self.config.position_convention,
+            head_params=self.head_params(),
+        )

@@ -108,4 +108,11 @@ class HiddenStatePrefix(Parametrization):
     def reference_logits(
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        return reference_logits(model, input_ids, attention_mask, layer_prefixes=self.states())
+        return reference_logits(
+            model,
+            input_ids,
+            attention_mask,
+            layer_prefixes=self.states(),
+            position_convention=self.config.position_convention,
+            head_params=self.head_params(),
+        )

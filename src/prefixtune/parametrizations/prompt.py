@@ -3,6 +3,9 @@
 Unlike "prefix", the prompt enters once, at the embeddings, and its positions flow through every layer like
 tokens. With causal attention its keys/values at every layer still do not depend on the input, so it
 compiles, like the other methods, to a per-layer key/value prefix: run the frozen model on the prompt alone.
+On a bidirectional encoder they do depend on the input (the prompt attends to the tokens): there it compiles
+to the prompt vectors themselves (`PrefixKV.prompt_embeddings`), which enter in front of the token embeddings
+and are dropped after the last layer, before the task head.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
+from prefixtune.core import has_bidirectional_attention
 from prefixtune.core.capture import capture_kv
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
@@ -51,6 +55,15 @@ class SoftPrompt(Parametrization):
 
     def compile(self, model: nn.Module, fingerprint: dict | None = None) -> PrefixKV:
         weight = model.get_input_embeddings().weight
+        if has_bidirectional_attention(model):
+            return PrefixKV(
+                keys=(),
+                values=(),
+                method=self.method,
+                position_convention=self.config.position_convention,
+                fingerprint=fingerprint,
+                prompt_embeddings=self.prompt.to(weight.dtype),
+            )
         keys, values = capture_kv(model, inputs_embeds=self.prompt[None].to(weight.dtype))
         return self._kv((k[0] for k in keys), (v[0] for v in values), fingerprint)
 
@@ -67,9 +80,15 @@ class SoftPrompt(Parametrization):
 
     @classmethod
     def config_problems(cls, config: PrefixConfig) -> list[str]:
+        out = []
         if config.reparam_hidden is not None:
-            return ["reparam_hidden is for methods 'prefix' and 'kv'; prompt tuning trains the prompt directly"]
-        return []
+            out.append("reparam_hidden is for methods 'prefix' and 'kv'; prompt tuning trains the prompt directly")
+        if config.position_convention == "unshifted":
+            out.append(
+                "position_convention='unshifted' is for the per-layer methods 'prefix' and 'kv': a soft prompt "
+                "enters at the token embeddings, where every vector gets a position; use 'shifted'"
+            )
+        return out
 
     @classmethod
     def tensor_ranks(cls) -> dict[str, int]:
@@ -89,4 +108,11 @@ class SoftPrompt(Parametrization):
     def reference_logits(
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        return reference_logits(model, input_ids, attention_mask, prompt=self.prompt)
+        return reference_logits(
+            model,
+            input_ids,
+            attention_mask,
+            prompt=self.prompt,
+            position_convention=self.config.position_convention,
+            head_params=self.head_params(),
+        )

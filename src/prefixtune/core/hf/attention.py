@@ -20,6 +20,8 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
 from prefixtune.core.attention import prefix_attention
+from prefixtune.core.hf.encoder import encoder_family
+from prefixtune.core.hf.encoder_prompt import add_prompt_hooks
 from prefixtune.core.hf.layers import decoder_layers
 from prefixtune.errors import UnsupportedModelError
 
@@ -62,16 +64,19 @@ class _Installed:
     """What `install` changed, so that `uninstall` can put it back exactly."""
 
     implementations: list[tuple[Any, Any]]  # (config, its _attn_implementation before), in model.modules() order
+    hooks: list[Any]  # handles of the hooks it registered (an encoder's soft-prompt hooks)
 
 
 def install(model: nn.Module) -> None:
     """Switch `model` to prefix-aware attention, recording what it changes (undone by `uninstall`). Idempotent.
 
     Raises:
-        UnsupportedModelError: for attention implementations other than sdpa and eager.
+        UnsupportedModelError: for attention implementations other than sdpa and eager, and for encoders of
+            an unsupported family.
     """
     if is_installed(model):
         return
+    is_encoder = encoder_family(model) is not None  # refuses unsupported encoders before changing anything
     base = base_implementation(model)
     if base not in SUPPORTED:
         raise UnsupportedModelError(
@@ -80,11 +85,14 @@ def install(model: nn.Module) -> None:
         )
     name = _register(base)
     configs = [c for c in _configs(model) if hasattr(c, "_attn_implementation")]
-    record = _Installed([(c, c._attn_implementation) for c in configs])
-    for idx, layer in enumerate(decoder_layers(model)):
+    layers = decoder_layers(model)
+    record = _Installed([(c, c._attn_implementation) for c in configs], [])
+    for idx, layer in enumerate(layers):
         for sub in layer.modules():
             if "Attention" in type(sub).__name__:
                 sub._prefixtune_layer_idx = idx
+    if is_encoder:
+        record.hooks = add_prompt_hooks(model, layers[-1])
     for config in configs:  # every (sub)config carrying the attribute, as set_attn_implementation does
         config._attn_implementation = name
     model._prefixtune_installed = record
@@ -100,6 +108,8 @@ def uninstall(model: nn.Module) -> None:
     prefixtune attributes on its modules."""
     record = model.__dict__.pop("_prefixtune_installed", None)
     if record is not None:
+        for handle in record.hooks:
+            handle.remove()
         for config, implementation in record.implementations:  # top config first: its setter resets sub-configs
             config._attn_implementation = implementation
     elif is_installed(model):  # installed by an older prefixtune: the base implementation is all we know
