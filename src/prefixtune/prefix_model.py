@@ -30,7 +30,7 @@ from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.encoder_forward import encoder_forward
-from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError
+from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError, UnsupportedModelError
 from prefixtune.generation.generate import generate_with_prefixes
 from prefixtune.io.adapter_dir import AdapterFiles, check_head_shapes, check_shapes, save_adapter_dir
 from prefixtune.io.peft_import import read_adapter_files
@@ -60,10 +60,16 @@ class PrefixModel(nn.Module):
         self._requires_grad = {name: p.requires_grad for name, p in base_model.named_parameters()}
         self._is_detached = False
         base_model.requires_grad_(False)
-        ensure_installed(base_model)
+        try:
+            ensure_installed(base_model)
+            self.geometry: ModelGeometry = read_geometry(base_model)
+        except UnsupportedModelError:  # give the model back as it came (a refused family, e.g. DeBERTa-v2)
+            uninstall_attention(base_model)
+            for name, p in base_model.named_parameters():
+                p.requires_grad_(self._requires_grad[name])
+            raise
         self.base_model = base_model
         self.tokenizer = tokenizer
-        self.geometry: ModelGeometry = read_geometry(base_model)
         self.adapters = AdapterDict()  # names may hold "." (the one adapter-name rule)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._fingerprint: dict[str, Any] | None = None

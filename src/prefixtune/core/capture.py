@@ -22,6 +22,7 @@ from torch import nn
 from prefixtune.core.hf import checkpointing
 from prefixtune.core.hf.attention import install
 from prefixtune.core.hf.layers import decoder_layers, num_layers
+from prefixtune.errors import UnsupportedModelError
 
 
 class _CaptureComplete(Exception):
@@ -169,7 +170,13 @@ def capture_kv(
     except _CaptureComplete:
         pass
     if any(k is None for k in capture.keys):
-        raise RuntimeError("a capture run ended before every layer's attention ran")
+        # The model's attention never reached ours: it computes attention itself (DeBERTa's disentangled
+        # attention, for one) instead of through transformers' AttentionInterface.
+        raise UnsupportedModelError(
+            f"{type(model).__name__}: {sum(k is None for k in capture.keys)} of {L} layers' attention does not go "
+            "through transformers' AttentionInterface, so no prefix can reach it; prefixtune supports decoder-only "
+            "causal LMs and the encoders bert, roberta and modernbert"
+        )
     return tuple(capture.keys), tuple(capture.values)  # type: ignore[arg-type]
 
 
