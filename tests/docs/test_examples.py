@@ -1,6 +1,7 @@
 """Docs that are executed (issue 11, item 9): every docs/examples/*.py runs on a tiny model; every code block
 marked `<!-- example: docs/examples/X.py -->` in README.md and docs/ is X's marked region, word for word; the
-README's command lines match the CLI (its `generate` prompt is not templated twice; every --help has examples)."""
+README's command lines match the CLI (its `generate` prompt is not templated twice; every --help has examples);
+every other Python block is on a short list that says why it cannot run here."""
 
 from __future__ import annotations
 
@@ -47,6 +48,19 @@ def test_marked_blocks_are_the_example_files_word_for_word() -> None:
     assert {name for _, name, _ in blocks} == {f"docs/examples/{s.name}" for s in SCRIPTS}  # each shown somewhere
     for page, name, code in blocks:
         assert code == region(ROOT / name), f"{page.name} shows an outdated copy of {name}"
+
+
+UNMARKED = re.compile(r"(?<!-->\n)```python\n")
+# Pages whose unmarked Python blocks cannot run here, and why (the list must stay exact: see the test).
+NOT_EXECUTED = {
+    "vllm.md": "talks to a running `vllm serve` (needs vLLM and its OpenAI server)",
+    "README.md": "the serving client, a shorter copy of docs/serving.md's, which serving_client.py runs",
+}
+
+
+def test_every_python_block_is_executed_or_listed_with_a_reason() -> None:
+    unmarked = {page.name for page in PAGES if UNMARKED.search(page.read_text())}
+    assert unmarked == set(NOT_EXECUTED)
 
 
 def readme_commands(command: str) -> list[list[str]]:

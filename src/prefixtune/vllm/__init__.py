@@ -1,4 +1,5 @@
-"""prefixtune adapters on vLLM (optional extra `vllm`; nothing else in prefixtune imports this package).
+"""prefixtune adapters on vLLM (optional extra `vllm`; nothing else in prefixtune imports this package, except
+`serve.config` reading the vllm-free `engine_config.VllmSettings`, a part of `ServeConfig`).
 
 How it works (DESIGN.md §2, "Engines"): a request for adapter A with prompt ids x is sent to vLLM as
 `[placeholder] * m_A + x`. The KV connector (`connector.PrefixKVConnector`) tells vLLM's scheduler that the
