@@ -5,8 +5,10 @@ One job: turn what the user typed after `--model` into `(model, tokenizer)`. The
 (nothing can be downloaded from a model hub here). transformers dequantizes a GGUF file to fp32 in about
 20 s, and a GGUF-loaded model refuses `save_pretrained` (DESIGN.md §5), so the first load rebuilds the model
 from its config, copies the weights and caches an fp32 safetensors directory; later loads take under a
-second. Depends on torch, transformers, `prefixtune.errors`, `prefixtune.core` (which weights a model ties) and
-`prefixtune.io`'s atomic writes and package file lookup only.
+second. Encoders (the built-in `all-minilm-l6-v2`, or a BERT-family directory) load through
+`prefixtune.encoder_models` as bare encoders; give a task head with `encoder_models.load_encoder`. Depends on
+torch, transformers, `prefixtune.errors`, `prefixtune.core` (which weights a model ties), `prefixtune.io`'s
+atomic writes and package file lookup, and `prefixtune.encoder_models` only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from prefixtune.core import tied_weight_names
+from prefixtune.encoder_models import BUILTIN_ENCODERS, encoder_directory, load_encoder
 from prefixtune.errors import ConfigError, PrefixtuneError
 from prefixtune.io.atomic import atomic_directory
 from prefixtune.io.package_file import locate_package_file
@@ -64,17 +67,22 @@ def load_model(
     """Load a causal LM and its tokenizer, ready for prefixtune (eval mode, pad token set, left padding).
 
     Args:
-        name_or_path: a built-in name (`smollm2-135m`), a Hugging Face model directory, or a `.gguf` file.
+        name_or_path: a built-in name (`smollm2-135m`, or the encoder `all-minilm-l6-v2`), a Hugging Face model
+            directory, or a `.gguf` file.
         dtype: dtype of the returned weights (default float32; the cache always stores float32).
 
     Returns:
-        `(model, tokenizer)`; the tokenizer pads on the left, as generation needs.
+        `(model, tokenizer)`; the tokenizer pads on the left, as generation needs (an encoder: the bare
+        encoder, padding on the right).
 
     Raises:
         ConfigError: the name is neither built in nor an existing path.
         PrefixtuneError: the package holding a built-in model is not installed.
     """
     key = str(name_or_path)
+    if encoder_directory(key) is not None:
+        model, tokenizer = load_encoder(key)
+        return model.to(dtype), tokenizer
     if key in BUILTIN_MODELS:
         directory = _ensure_builtin_cached(BUILTIN_MODELS[key])
         model, tokenizer = _load_hf_dir(directory, dtype)
@@ -86,7 +94,8 @@ def load_model(
             model, tokenizer = _load_hf_dir(path, dtype)
         else:
             raise ConfigError(
-                f"model {key!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) nor an existing "
+                f"model {key!r} is neither a built-in name ({', '.join([*BUILTIN_MODELS, *BUILTIN_ENCODERS])}) "
+                "nor an existing "
                 "Hugging Face directory or .gguf file; pass --model smollm2-135m or a local path"
             )
     model.eval()

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     from prefixtune.core.hf.attention import uninstall as uninstall_attention
     from prefixtune.core.hf.checkpointing import disable as disable_checkpointing
     from prefixtune.core.hf.checkpointing import enable as enable_checkpointing
-    from prefixtune.core.hf.encoder import encoder_family, has_absolute_positions, has_bidirectional_attention
+    from prefixtune.core.hf.encoder import (
+        encoder_family,
+        encoder_model_types,
+        has_absolute_positions,
+        has_bidirectional_attention,
+    )
     from prefixtune.core.hf.family import decoder_parts
     from prefixtune.core.hf.geometry import read_geometry
     from prefixtune.core.hf.head import output_logits
@@ -53,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "embedding_std": ("prefixtune.core.hf.layers", "embedding_std"),
     "enable_checkpointing": ("prefixtune.core.hf.checkpointing", "enable"),
     "encoder_family": ("prefixtune.core.hf.encoder", "encoder_family"),
+    "encoder_model_types": ("prefixtune.core.hf.encoder", "encoder_model_types"),
     "encoder_output": ("prefixtune.core.hf.task_head", "encoder_output"),
     "has_absolute_positions": ("prefixtune.core.hf.encoder", "has_absolute_positions"),
     "has_bidirectional_attention": ("prefixtune.core.hf.encoder", "has_bidirectional_attention"),
@@ -91,6 +97,7 @@ __all__ = [
     "embedding_std",
     "enable_checkpointing",
     "encoder_family",
+    "encoder_model_types",
     "encoder_output",
     "ensure_installed",
     "has_absolute_positions",

@@ -152,6 +152,11 @@ def encoder_position_ids(
     return counts + shifts.to(counts.device).long()[:, None] + start
 
 
+def encoder_model_types() -> tuple[str, ...]:
+    """The `config.model_type` values of the supported encoder families."""
+    return tuple(ENCODER_FAMILIES)
+
+
 def has_absolute_positions(model: nn.Module) -> bool:
     """Whether `model` is a supported encoder whose positions are a learned table added at the embeddings."""
     return encoder_family(model) in ("bert", "roberta")
