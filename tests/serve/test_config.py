@@ -137,10 +137,16 @@ def test_vllm_engine_args_come_from_the_shared_limits_and_vllm_settings():
     from prefixtune.vllm.engine_config import VllmEngineConfig
 
     config = ServeConfig.from_flat(
-        max_num_seqs=3, max_num_batched_tokens=48, max_model_len=96, vllm_dtype="float32", vllm_block_size=32
+        max_num_seqs=3,
+        max_num_batched_tokens=48,
+        max_model_len=96,
+        vllm_dtype="float32",
+        vllm_block_size=32,
+        adapter_cache_mb=64.0,
     )
-    args = VllmEngineConfig("m", "tiny", "kv", limits=config.limits, vllm=config.vllm).engine_args()
-    args.pop("kv_transfer_config")
+    vllm_config = VllmEngineConfig("m", "tiny", "kv", registry=config.registry, limits=config.limits, vllm=config.vllm)
+    args = vllm_config.engine_args()
+    assert args.pop("kv_transfer_config")["kv_connector_extra_config"]["device_budget_mb"] == 64.0
     assert args == {
         "model": "m",
         "served_model_name": ["tiny"],

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefixtune.config_sections import flag_help
 from prefixtune.serve.engine.limits import EngineLimits
+from prefixtune.serve.registry_config import RegistryConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class VllmEngineConfig:
         model: the Hugging Face model directory vLLM loads.
         served_model_name: the base model's name in the API.
         kv_root: where KV packs are written and the connector reads them.
-        device_budget_mb: device memory for resident adapters per worker.
+        registry: its `adapter_cache_mb` is each worker's device memory for resident adapters.
         limits: batching and context limits, the same fields as the built-in engine's.
         vllm: vLLM's own options.
         seed: vLLM's seed.
@@ -71,7 +72,7 @@ class VllmEngineConfig:
     model: str
     served_model_name: str
     kv_root: str
-    device_budget_mb: float = 512.0
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     limits: EngineLimits = field(default_factory=EngineLimits)
     vllm: VllmSettings = field(default_factory=VllmSettings)
     seed: int = 0
@@ -85,7 +86,7 @@ class VllmEngineConfig:
             "kv_load_failure_policy": "fail",  # a pack that cannot be written fails its request, never recomputes
             "kv_connector_extra_config": {
                 "kv_root": str(Path(self.kv_root).resolve()),
-                "device_budget_mb": self.device_budget_mb,
+                "device_budget_mb": self.registry.adapter_cache_mb,
             },
         }
 

@@ -38,7 +38,7 @@ def build_vllm_engine(
         model=str(model_directory(config.model)),
         served_model_name=name,
         kv_root=str(kv_root),
-        device_budget_mb=config.registry.adapter_cache_mb,
+        registry=config.registry,
         limits=config.limits,
         vllm=config.vllm,
     )
