@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 
@@ -162,3 +164,16 @@ def test_vllm_engine_args_come_from_the_shared_limits_and_vllm_settings():
         "max_model_len": 96,
         "block_size": 32,
     }
+
+
+def test_serve_help_imports_no_model_framework_and_no_server():
+    """ServeConfig and its parts are plain dataclasses: `prefixtune serve --help` builds every flag from them
+    without torch, transformers or the HTTP stack."""
+    from tests.cli.test_startup import PROBE
+
+    heavy = '("torch", "transformers", "safetensors", "accelerate")'
+    probe = PROBE.replace(heavy, '("torch", "transformers", "fastapi")')
+    assert probe != PROBE
+    done = subprocess.run([sys.executable, "-c", probe, "serve", "--help"], capture_output=True, text=True, timeout=120)
+    assert "--vllm-tensor-parallel-size" in done.stdout and "--max-num-seqs" in done.stdout
+    assert done.stderr.strip().endswith("HEAVY="), done.stderr[-300:]
