@@ -99,7 +99,6 @@ def load_encoder(
         if not labels:
             raise ConfigError(f"an encoder with a {head!r} head needs its label names (labels=[...])")
         kwargs = {
-            "num_labels": len(labels),
             "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)},
         }

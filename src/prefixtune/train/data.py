@@ -104,6 +104,8 @@ def infer_format(
     options: dict[str, Any] = {}
     if template is not None:
         options["template"] = template
+    if kind == "token_classification":  # every tag seen, sorted: the head's label ids
+        options["tags"] = tuple(sorted({t for _, r in records if isinstance(r, dict) for t in _tags_of(r)}))
     if kind == "classification":
         if verbalizer:
             options["verbalizer"] = dict(verbalizer)
@@ -111,6 +113,11 @@ def infer_format(
             labels = {str(r["label"]) for _, r in records if isinstance(r, dict) and "label" in r}
             options["verbalizer"] = {label: f" {label}" for label in sorted(labels)}
     return TaskFormat(kind=kind, **options)
+
+
+def _tags_of(record: dict[str, Any]) -> list[str]:
+    tags = record.get("tags")
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def resolve_task_format(
@@ -129,6 +136,8 @@ def resolve_task_format(
     if base is not None and not (kind or template or verbalizer):
         return base
     fields = base.to_dict() if base is not None else {}
+    if base is not None and base.kind == "token_classification" and kind in (None, base.kind):
+        return base  # its tag set is the head's label ids; nothing to infer
     return infer_format(
         records,
         kind=kind or fields.get("kind"),
@@ -146,7 +155,7 @@ def parse_records(
         source, value = record
         return parse_record(value, fmt, source, tokenizer)
 
-    return _keep_valid(records, parse, skips, "no valid records left")
+    return keep_valid(records, parse, skips, "no valid records left")
 
 
 def encode_example(example: Example, tokenizer: Any, max_length: int | None = None) -> Encoded:
@@ -178,10 +187,10 @@ def encode_examples(
     examples: Iterable[Example], tokenizer: Any, max_length: int | None, skips: SkipReport | None = None
 ) -> list[Encoded]:
     """Encode many examples; with `skips`, over-long ones are counted there instead of raising."""
-    return _keep_valid(examples, lambda e: encode_example(e, tokenizer, max_length), skips, "no records fit")
+    return keep_valid(examples, lambda e: encode_example(e, tokenizer, max_length), skips, "no records fit")
 
 
-def _keep_valid(
+def keep_valid(
     items: Iterable[Any], convert: Callable[[Any], T], skips: SkipReport | None, nothing_left: str
 ) -> list[T]:
     """`convert` every item; a DataError raises, or with `skips` is counted there. Raises if none is left."""

@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from prefixtune.core import has_bidirectional_attention
 from prefixtune.core.positions import shifted_position_ids
 from prefixtune.train.collate import pad_prompts
 from prefixtune.train.data import encode_prompt
+from prefixtune.train.encoder_eval import head_metrics, head_predictions
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.metrics import (
     LogitsFn,
@@ -148,19 +150,23 @@ def evaluate(
         model: a prefix model (from `prefixtune.attach` / `load_adapter`) or a bare HF causal LM.
         tokenizer: the model's tokenizer (its pad token must be set, as `load_model` does).
         examples: parsed examples of the task.
-        fmt: the task format (classification scores options; other kinds generate).
+        fmt: the task format (classification scores options, or on an encoder reads its task head;
+            token classification reads an encoder's tagger; other kinds generate).
         adapter_name: the adapter on every row, or None for the bare model.
         batch_size: rows per forward pass.
         max_new_tokens: generation budget for completion and chat tasks.
 
     Returns:
-        `EvalResult`: classification gives `accuracy`, `macro_f1`, `n`; generation gives `exact_match`,
-        `bleu` (0-100), `rougeL` (0-1), `n`.
+        `EvalResult`: classification gives `accuracy`, `macro_f1`, `n` (token classification: over tagged
+        words); generation gives `exact_match`, `bleu` (0-100), `rougeL` (0-1), `n`.
     """
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
+        if _is_encoder(model):
+            predicted, reference = head_predictions(model, tokenizer, examples, fmt, adapter_name, batch_size)
+            return EvalResult(head_metrics(predicted, reference, fmt, len(examples)), predicted)
         if fmt.kind == "classification":
             return _classify(model, tokenizer, examples, fmt, adapter_name, batch_size)
         return _generate(model, tokenizer, examples, adapter_name, batch_size, max_new_tokens)
@@ -169,6 +175,11 @@ def evaluate(
             model.train()
 
 
+def _is_encoder(model: Any) -> bool:
+    return has_bidirectional_attention(model if _is_bare(model) else model.base_model)
+
+
 def primary_metric(fmt: TaskFormat) -> str:
-    """The metric that picks the best checkpoint: accuracy for classification, ROUGE-L otherwise."""
-    return "accuracy" if fmt.kind == "classification" else "rougeL"
+    """The metric that picks the best checkpoint: accuracy for classification, tag macro-F1 for token
+    classification (most tags are usually "O"), ROUGE-L otherwise."""
+    return {"classification": "accuracy", "token_classification": "macro_f1"}.get(fmt.kind, "rougeL")

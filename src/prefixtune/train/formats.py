@@ -1,9 +1,9 @@
 """Task formats: how one JSONL record becomes text segments, some of which carry the loss.
 
-One job: the three record shapes users bring (`{"prompt", "completion"}`, `{"text", "label"}`, `{"messages"}`)
-and the `TaskFormat` that describes them. The task format is stored in the adapter's metadata, so evaluation
-and generation rebuild prompts exactly as training did without any flags. Depends on `prefixtune.errors` and,
-for chat only, on a tokenizer's chat template; no torch.
+One job: the record shapes users bring (`{"prompt", "completion"}`, `{"text", "label"}`, `{"messages"}`, and
+for encoders `{"tokens", "tags"}`) and the `TaskFormat` that describes them. The task format is stored in the
+adapter's metadata, so evaluation and generation rebuild prompts exactly as training did without any flags.
+Depends on `prefixtune.errors` and, for chat only, on a tokenizer's chat template; no torch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prefixtune.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("classification", "completion", "chat")
+KINDS: tuple[str, ...] = ("classification", "completion", "chat", "token_classification")
 DEFAULT_TEMPLATE = "{text}\nLabel:"
 
 
@@ -40,6 +40,8 @@ class Example:
         reference: the expected output, for generation metrics (completion and chat).
         references: every acceptable output when the record lists them (`"references": [...]`, as E2E,
             WebNLG and CommonGen do); multi-reference BLEU and ROUGE score against these. Empty: `reference`.
+        text: the record's own text (classification), which an encoder's head reads without a template.
+        tokens, tags: the words and one tag per word (token classification, encoders).
     """
 
     segments: tuple[Segment, ...]
@@ -47,6 +49,9 @@ class Example:
     label: str | None = None
     reference: str | None = None
     references: tuple[str, ...] = ()
+    text: str | None = None
+    tokens: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     @property
     def prompt(self) -> str:
@@ -66,12 +71,14 @@ class TaskFormat:
             label, so it tokenizes as a word after the template's colon).
         append_eos: end the target with the tokenizer's EOS token so generation learns to stop
             (completion only; chat templates close assistant turns themselves).
+        tags: the tag set, in id order (token classification).
     """
 
     kind: str
     template: str = DEFAULT_TEMPLATE
     verbalizer: Mapping[str, str] = field(default_factory=dict)
     append_eos: bool = True
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,8 +101,8 @@ class TaskFormat:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The label set (classification), in verbalizer order."""
-        return tuple(self.verbalizer)
+        """The label set, in id order: the verbalizer's labels (classification) or the tags."""
+        return tuple(self.tags) if self.kind == "token_classification" else tuple(self.verbalizer)
 
     def render_prompt(self, text: str) -> str:
         """The classification prompt for one input text."""
@@ -109,6 +116,7 @@ class TaskFormat:
             "verbalizer": dict(self.verbalizer),
             "labels": list(self.labels),
             "append_eos": self.append_eos,
+            "tags": list(self.tags),
         }
 
     @classmethod
@@ -119,6 +127,7 @@ class TaskFormat:
             template=data.get("template", DEFAULT_TEMPLATE),
             verbalizer=dict(data.get("verbalizer") or {}),
             append_eos=bool(data.get("append_eos", True)),
+            tags=tuple(data.get("tags") or ()),
         )
 
 
@@ -126,13 +135,15 @@ def detect_kind(record: Mapping[str, Any], source: str) -> str:
     """Which format a record is in, from its keys."""
     if "messages" in record:
         return "chat"
+    if "tokens" in record or "tags" in record:
+        return "token_classification"
     if "prompt" in record or "completion" in record:
         return "completion"
     if "text" in record or "label" in record:
         return "classification"
     raise DataError(
         f"{source}: cannot tell the format from keys {sorted(record)}; expected "
-        '{"prompt", "completion"}, {"text", "label"} or {"messages": [...]}'
+        '{"prompt", "completion"}, {"text", "label"}, {"messages": [...]} or {"tokens": [...], "tags": [...]}'
     )
 
 
@@ -165,7 +176,7 @@ def _parse_classification(record: Mapping[str, Any], fmt: TaskFormat, source: st
         )
     prompt = fmt.render_prompt(text)
     segments = (Segment(prompt, False), Segment(fmt.verbalizer[label], True))
-    return Example(segments=segments, source=source, label=label)
+    return Example(segments=segments, source=source, label=label, text=text)
 
 
 def _parse_completion(record: Mapping[str, Any], fmt: TaskFormat, source: str, tok: Any) -> Example:
@@ -186,11 +197,32 @@ def _parse_chat(record: Mapping[str, Any], fmt: TaskFormat, source: str, tok: An
     return Example(segments=segments, source=source, reference=reference)
 
 
+def _string_list(record: Mapping[str, Any], key: str, source: str) -> tuple[str, ...]:
+    value = record.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise DataError(f"{source}: field {key!r} must be a non-empty list of strings, got {value!r:.80}")
+    return tuple(value)
+
+
+def _parse_tokens(record: Mapping[str, Any], fmt: TaskFormat, source: str, _tok: Any) -> Example:
+    tokens, tags = _string_list(record, "tokens", source), _string_list(record, "tags", source)
+    if len(tags) != len(tokens):
+        raise DataError(
+            f"{source}: {len(tags)} tags for {len(tokens)} tokens; give exactly one tag per token "
+            f"(tokens {list(tokens)[:6]!r}, tags {list(tags)[:6]!r})"
+        )
+    unknown = sorted(set(tags) - set(fmt.tags))
+    if unknown:
+        raise DataError(f"{source}: tags {unknown} are not in the tag set {list(fmt.tags)}; fix the record")
+    return Example(segments=(Segment(" ".join(tokens), True),), source=source, tokens=tokens, tags=tags)
+
+
 Parser = Callable[[Mapping[str, Any], TaskFormat, str, Any], Example]
 PARSERS: dict[str, Parser] = {
     "classification": _parse_classification,
     "completion": _parse_completion,
     "chat": _parse_chat,
+    "token_classification": _parse_tokens,
 }
 
 

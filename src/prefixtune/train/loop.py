@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import get_scheduler
 
 from prefixtune.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from prefixtune.train.collate import Collator
 from prefixtune.train.config import TrainConfig
-from prefixtune.train.data import IGNORE_INDEX, Encoded
+from prefixtune.train.data import Encoded
 from prefixtune.train.distributed import (
     broadcast_parameters,
     local_numel,
@@ -42,6 +40,7 @@ from prefixtune.train.distributed import make_accelerator as _make_accelerator
 from prefixtune.train.evaluate import evaluate, primary_metric
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.metric_log import MetricLogger
+from prefixtune.train.objective import NextTokenObjective, Objective
 from prefixtune.train.progress import ProgressCallback, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -67,23 +66,6 @@ class LoopResult:
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """An Accelerator for the config (see `train.distributed.make_accelerator`)."""
     return _make_accelerator(config.mixed_precision)
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum over label tokens of -log p(token), logits (B, T, V) predicting labels (B, T) shifted by one.
-
-    A sum, not a mean: the caller divides by the label tokens of the whole global step, which a per-batch
-    mean (transformers' loss) cannot give once processes or micro-batches hold different token counts.
-    """
-    V = logits.shape[-1]
-    shifted = logits[:, :-1].float().reshape(-1, V)  # (B * (T-1), V)
-    target = labels[:, 1:].reshape(-1)  # (B * (T-1),)
-    return F.cross_entropy(shifted, target, ignore_index=IGNORE_INDEX, reduction="sum")
-
-
-def label_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens that carry loss in a collated batch (the first position predicts nothing)."""
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def batch_rows(num_examples: int, micro_index: int, batch_size: int, seed: int, rank: int, world: int) -> list[int]:
@@ -115,6 +97,7 @@ class Trainer:
         metric_logger: where metrics go (None: kept in `history` only).
         run_dir: where `adapter/` and `checkpoint/` are written.
         accelerator: reused if given, else made from the config.
+        objective: what a step minimizes (`train.objective`); default the next-token loss of a causal LM.
     """
 
     def __init__(
@@ -128,6 +111,7 @@ class Trainer:
         metric_logger: MetricLogger | None,
         run_dir: str | Path,
         accelerator: Accelerator | None = None,
+        objective: Objective | None = None,
     ) -> None:
         self.config, self.fmt, self.tokenizer = config, fmt, tokenizer
         self.train_set, self.eval_examples = list(train_set), eval_examples
@@ -158,7 +142,7 @@ class Trainer:
         else:
             self.model, self.optimizer = model, self.accelerator.prepare(optimizer)
             broadcast_parameters(self.params)
-        self.collate = Collator(tokenizer.pad_token_id, padding_side="right")
+        self.objective = objective or NextTokenObjective(tokenizer.pad_token_id)
         self.state = TrainState()
         self.history: list[dict[str, Any]] = []
 
@@ -174,7 +158,7 @@ class Trainer:
             acc.process_index,
             acc.num_processes,
         )
-        batch = self.collate([self.train_set[i] for i in rows])
+        batch = self.objective.collate([self.train_set[i] for i in rows])
         return {k: v.to(acc.device) for k, v in batch.items()}
 
     def _accumulation(self) -> AbstractContextManager[None]:
@@ -198,7 +182,7 @@ class Trainer:
         acc, cfg = self.accelerator, self.config
         first = self.state.step * cfg.grad_accum
         batches = [self._micro_batch(first + a) for a in range(cfg.grad_accum)]
-        local_labels = sum(label_tokens(b) for b in batches)
+        local_labels = sum(self.objective.label_count(b) for b in batches)
         (global_labels,) = sum_across_processes([float(local_labels)], acc.device)
         # A wrapping engine averages gradients over processes; the unwrapped path sums them (sum_gradients).
         scale = (acc.num_processes if self.is_wrapped else 1) / max(global_labels, 1.0)
@@ -209,7 +193,7 @@ class Trainer:
                 names = [self.name] * batch["input_ids"].shape[0]
                 with self._sync(a), acc.autocast():
                     out = self.model(batch["input_ids"], batch["attention_mask"], adapter_names=names)
-                    total = token_loss_sum(out.logits, batch["labels"])
+                    total = self.objective.loss_sum(out, batch)
                     acc.backward(total * scale)
                 loss_sum += total.detach().float().item()
                 tokens += int(batch["attention_mask"].sum())

@@ -1,7 +1,9 @@
 """One training run end to end: load model and data, attach the adapter, train, save, plot.
 
 One job: the setup and teardown around `train.loop.Trainer` that `prefixtune train` and `prefixtune demo`
-share. Writes into `output_dir`: `adapter/` (the best adapter, task format in its metadata),
+share. With an encoder (`all-minilm-l6-v2`, a BERT-family directory, or a given encoder), the data is read
+first: its labels (or tags) size the task head loaded with the model, and the loss is the head's.
+Writes into `output_dir`: `adapter/` (the best adapter, task format in its metadata),
 `checkpoint/` (resumable), `metrics.jsonl`, `curve.png` and `train_config.json`.
 """
 
@@ -16,15 +18,19 @@ from typing import Any
 import torch
 
 from prefixtune.config import PrefixConfig
+from prefixtune.core import has_bidirectional_attention
+from prefixtune.encoder_models import encoder_directory, load_encoder
 from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_write_text, remove_stale_temporaries
 from prefixtune.models import load_model
 from prefixtune.train.config import TrainConfig
-from prefixtune.train.data import SkipReport, encode_examples, parse_records, resolve_task_format
+from prefixtune.train.data import SkipReport, encode_examples, keep_valid, parse_records, resolve_task_format
 from prefixtune.train.datasets import builtin_format, is_builtin, load_records
+from prefixtune.train.encoder_data import encode_for_head, head_for
 from prefixtune.train.formats import Example, TaskFormat
 from prefixtune.train.loop import LoopResult, Trainer, make_accelerator
 from prefixtune.train.metric_log import JsonlMetricLogger, read_metrics
+from prefixtune.train.objective import HeadObjective, Objective
 from prefixtune.train.plot import plot_curves
 from prefixtune.train.progress import ProgressCallback
 
@@ -82,11 +88,27 @@ def load_task_data(config: TrainConfig, tokenizer: Any) -> TaskData:
     return TaskData(fmt, train, validation, skips)
 
 
-def prepare_model(config: TrainConfig, prefix_config: PrefixConfig, model: Any = None, tokenizer: Any = None):
-    """Load the base model (unless given) and attach a new adapter; returns `(prefix_model, tokenizer)`."""
+def is_encoder_run(config: TrainConfig, model: Any = None) -> bool:
+    """Whether the run trains an encoder's task head (the given model, else `config.model`, is an encoder)."""
+    if model is not None:
+        return has_bidirectional_attention(model)
+    return encoder_directory(config.model) is not None
+
+
+def prepare_model(
+    config: TrainConfig,
+    prefix_config: PrefixConfig,
+    model: Any = None,
+    tokenizer: Any = None,
+    fmt: TaskFormat | None = None,
+):
+    """Load the base model (unless given; an encoder with the head `fmt` needs) and attach a new adapter;
+    returns `(prefix_model, tokenizer)`."""
     import prefixtune as pt
 
-    if model is None:
+    if model is None and fmt is not None:
+        model, tokenizer = load_encoder(config.model, head=head_for(fmt), labels=fmt.labels)
+    elif model is None:
         model, tokenizer = load_model(config.model)
     if tokenizer is None:
         raise ConfigError("a tokenizer is required when passing a model")
@@ -94,6 +116,15 @@ def prepare_model(config: TrainConfig, prefix_config: PrefixConfig, model: Any =
     if config.gradient_checkpointing:
         pm.gradient_checkpointing_enable()
     return pm, tokenizer
+
+
+def _encode_for_head(data: TaskData, tokenizer: Any, config: TrainConfig) -> tuple[list, Objective]:
+    """An encoder run's training set and its head objective."""
+    skips = data.skips if config.skip_invalid else None
+    train_set = keep_valid(
+        data.train, lambda e: encode_for_head(e, data.fmt, tokenizer, config.max_length), skips, "no records fit"
+    )
+    return train_set, HeadObjective(tokenizer.pad_token_id, per_token=data.fmt.kind == "token_classification")
 
 
 def _check_resume(output_dir: Path, config: TrainConfig, num_processes: int) -> None:
@@ -150,10 +181,17 @@ def run_training(
     accelerator = make_accelerator(config)
     if config.resume:
         _check_resume(output_dir, config, accelerator.num_processes)
-    pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
+    if is_encoder_run(config, model):
+        data = load_task_data(config, tokenizer)  # first: its labels size the head
+        head_for(data.fmt)  # refuses completion and chat data on an encoder
+        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer, data.fmt)
+        train_set, objective = _encode_for_head(data, tokenizer, config)
+    else:
+        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
+        data = load_task_data(config, tokenizer)
+        skips = data.skips if config.skip_invalid else None
+        train_set, objective = encode_examples(data.train, tokenizer, config.max_length, skips), None
     pm.to(accelerator.device)
-    data = load_task_data(config, tokenizer)
-    train_set = encode_examples(data.train, tokenizer, config.max_length, data.skips if config.skip_invalid else None)
     if data.skips.count:
         logger.warning("%s", data.skips.summary())
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +199,9 @@ def run_training(
         for stale in remove_stale_temporaries(output_dir):  # a crashed run's half-written adapter/checkpoint
             logger.info("removed %s, left by an interrupted write", stale)
     metrics_path = output_dir / "metrics.jsonl"
-    trainer = Trainer(pm, tokenizer, train_set, data.validation, data.fmt, config, None, output_dir, accelerator)
+    trainer = Trainer(
+        pm, tokenizer, train_set, data.validation, data.fmt, config, None, output_dir, accelerator, objective
+    )
     if config.resume:
         trainer.resume()
     if accelerator.is_main_process:  # every file of the run is written once, by rank 0
