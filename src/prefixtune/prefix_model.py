@@ -360,7 +360,7 @@ class PrefixModel(nn.Module):
         """
         cls = parametrization_class(files.config.method)
         if check_fingerprint:
-            problems = compare(files.fingerprint, self.base_fingerprint())
+            problems = compare(files.fingerprint, self.base_fingerprint(), include_head=not files.config.train_head)
             if problems:
                 raise IncompatibleBaseModelError(
                     f"{files.path}: the adapter was made for another base model: {'; '.join(problems)}. "

@@ -185,3 +185,13 @@ def test_tensors_that_do_not_fit_the_method_are_an_error(tmp_path: Path) -> None
     directory = edit_tensors(save(tmp_path, "prefix"), lambda t: t.update(prefix=torch.zeros(3, 4)))
     with pytest.raises(pt.AdapterFormatError, match=r"stores one 3-D tensor 'prefix', found \{'prefix': \(3, 4\)\}"):
         run_doctor(make_model("llama"), directory)
+
+
+def test_an_encoder_head_that_does_not_fit(tmp_path: Path) -> None:
+    from tests.encoders.models import make_encoder
+
+    config = pt.PrefixConfig(num_virtual_tokens=2, init="random", seed=0, train_head=True)
+    directory = pt.attach(make_encoder("bert", "seq", num_labels=3), config).save_adapter(tmp_path / "a")
+    findings = run_doctor(make_encoder("bert", "seq", num_labels=2), directory).findings
+    assert [f.code for f in findings] == ["head_mismatch"]
+    assert "classifier.bias (3,) vs (2,)" in findings[0].message

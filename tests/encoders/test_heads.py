@@ -126,3 +126,33 @@ def test_detach_gives_the_encoder_back(method: str) -> None:
         assert torch.equal(
             back(input_ids=ids, attention_mask=mask).logits, twin(input_ids=ids, attention_mask=mask).logits
         )
+
+
+def _with_new_head(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """The same encoder weights with a freshly drawn classifier, as loading a head class initializes one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return model
+
+
+def test_an_adapter_with_its_own_head_loads_onto_any_head_of_that_encoder(tmp_path) -> None:
+    pm = pt.attach(make_encoder("bert"), pt.PrefixConfig(num_virtual_tokens=2, seed=0, train_head=True))
+    path = pm.save_adapter(tmp_path / "own")
+    other = pt.load_adapter(_with_new_head(make_encoder("bert"), seed=5), path)  # the model's head is unused
+    ids, mask = batch(B=2, n=6)
+    with torch.no_grad():
+        assert torch.equal(
+            other(input_ids=ids, attention_mask=mask).logits, pm(input_ids=ids, attention_mask=mask).logits
+        )
+
+
+def test_a_frozen_head_adapter_refuses_another_head(tmp_path) -> None:
+    from prefixtune.errors import IncompatibleBaseModelError
+
+    pm = pt.attach(make_encoder("bert"), pt.PrefixConfig(num_virtual_tokens=2, seed=0))
+    path = pm.save_adapter(tmp_path / "frozen")
+    pt.load_adapter(make_encoder("bert"), path)  # the same head: fine
+    with pytest.raises(IncompatibleBaseModelError, match="the task head differs"):
+        pt.load_adapter(_with_new_head(make_encoder("bert"), seed=5), path)

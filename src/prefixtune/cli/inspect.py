@@ -60,17 +60,23 @@ def describe(path: str) -> dict[str, Any]:
     raw = files.raw_config
     trained = {k: v for k, v in files.tensors.items() if not k.startswith("compiled")}
     cls = parametrization_class(cfg.method)
+    parts = {"prefix": sum(t.numel() for t in trained.values())}
+    if files.head is not None:
+        parts["head"] = sum(t.numel() for t in files.head.values())
     return {
         "path": str(files.path),
         "method": cfg.method,
         "num_virtual_tokens": cfg.num_virtual_tokens,
         "num_layers": raw.get("num_layers"),
         "hidden_size": raw.get("hidden_size"),
-        "num_parameters": sum(t.numel() for t in trained.values()),
+        "num_parameters": sum(parts.values()),
+        "parameters_by_part": parts,
+        "train_head": cfg.train_head,
+        "head": {k: list(t.shape) for k, t in (files.head or {}).items()},
         "position_convention": cfg.position_convention,
         "init": cfg.init,
         "reparam_hidden_during_training": cfg.reparam_hidden,
-        "trains": cls.trains,
+        "trains": cls.trains + ("; and its own copy of the model's task head" if cfg.train_head else ""),
         "injected": cls.injected,
         "per_layer_norms": [round(n, 4) for n in per_layer_norms(cfg.method, trained)],
         "tensors": {k: list(t.shape) for k, t in files.tensors.items()},
@@ -80,6 +86,14 @@ def describe(path: str) -> dict[str, Any]:
         "task": files.metadata.get("task"),
         "training": files.metadata.get("training"),
     }
+
+
+def _parameters(info: dict[str, Any]) -> str:
+    """ "N" or "N (prefix P, head H)" for an adapter that trains its own task head."""
+    parts = info["parameters_by_part"]
+    if len(parts) == 1:
+        return str(info["num_parameters"])
+    return f"{info['num_parameters']} (" + ", ".join(f"{k} {v}" for k, v in parts.items()) + ")"
 
 
 def _text(info: dict[str, Any]) -> str:
@@ -92,17 +106,25 @@ def _text(info: dict[str, Any]) -> str:
         ("num_virtual_tokens (m)", info["num_virtual_tokens"]),
         ("layers", info["num_layers"]),
         ("hidden size", info["hidden_size"]),
-        ("parameters", info["num_parameters"]),
+        ("parameters", _parameters(info)),
         ("trains", info["trains"]),
         ("injected", info["injected"]),
         ("position convention", info["position_convention"]),
         ("init", info["init"]),
         ("per-layer norms", f"[{shown}] (min {min(norms):.3g}, max {max(norms):.3g})"),
         ("base model", ", ".join(f"{k}={v}" for k, v in fingerprint.items()) or "unknown"),
-        ("task", f"{task.get('kind')} {task.get('verbalizer') or ''}".strip() if task else "not recorded"),
+        ("task", _task(task)),
         ("format", f"v{info['format_version']} (prefixtune {info['prefixtune_version']})"),
     ]
     return format_table(rows, title=info["path"])
+
+
+def _task(task: dict[str, Any]) -> str:
+    if not task:
+        return "not recorded"
+    if task.get("kind") == "token_classification":
+        return f"token_classification, tags {task.get('tags')}"
+    return f"{task.get('kind')} {task.get('verbalizer') or ''}".strip()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 Two parts: the architecture (shapes read from the config) and a hash of the weights. The weight hash reads a
 fixed strided sample of every tensor, rounded to bfloat16, so it is cheap on large models and the same
 whether the model was loaded in float32, float16 or bfloat16.
+
+An encoder with a task head (issue 12) is fingerprinted as its bare encoder (`base_model`, the same keys and
+hash whichever head class loaded it), and its head apart (`head_sha256`): a head is often new and random at
+load, and an adapter that trains its own head (`train_head`) does not depend on the model's; one that keeps
+the model's head frozen does, so `compare` checks the head unless told the adapter brings its own.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from prefixtune.core.hf.encoder import has_bidirectional_attention
 from prefixtune.core.hf.layers import hidden_size, num_layers
+from prefixtune.core.hf.task_head import head_parameter_names
 
 _SAMPLES_PER_TENSOR = 4096
 
@@ -36,9 +43,13 @@ def architecture(model: nn.Module) -> dict[str, Any]:
 
 def weights_hash(model: nn.Module) -> str:
     """sha256 over names, shapes and a strided bfloat16 sample of every parameter and buffer."""
+    return _hash(model.state_dict())
+
+
+def _hash(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     with torch.no_grad():
-        for name, tensor in sorted(model.state_dict().items()):
+        for name, tensor in sorted(state.items()):
             if not torch.is_floating_point(tensor):
                 continue
             flat = tensor.detach().reshape(-1)
@@ -50,12 +61,23 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def fingerprint(model: nn.Module) -> dict[str, Any]:
-    """The base-model fingerprint stored in adapters: {"architecture": {...}, "weights_sha256": "..."}."""
-    return {"architecture": architecture(model), "weights_sha256": weights_hash(model)}
+    """The base-model fingerprint stored in adapters: {"architecture": {...}, "weights_sha256": "..."}, and
+    for an encoder with a task head "head_sha256" (see the module docstring)."""
+    if not has_bidirectional_attention(model):
+        return {"architecture": architecture(model), "weights_sha256": weights_hash(model)}
+    out = {"architecture": architecture(model), "weights_sha256": weights_hash(model.base_model)}
+    head = head_parameter_names(model)
+    if head:
+        params = dict(model.named_parameters())
+        out["head_sha256"] = _hash({name: params[name] for name in head})
+    return out
 
 
-def compare(expected: dict[str, Any] | None, actual: dict[str, Any]) -> list[str]:
-    """Human-readable differences between an adapter's recorded fingerprint and a model's (empty: match)."""
+def compare(expected: dict[str, Any] | None, actual: dict[str, Any], *, include_head: bool = True) -> list[str]:
+    """Human-readable differences between an adapter's recorded fingerprint and a model's (empty: match).
+
+    `include_head=False` for an adapter that brings its own task head (`train_head`): the model's is unused.
+    """
     if not expected:
         return []
     problems = []
@@ -67,5 +89,11 @@ def compare(expected: dict[str, Any] | None, actual: dict[str, Any]) -> list[str
         problems.append(
             "weights differ: same architecture but the adapter was trained on other weights "
             f"(adapter {str(expected.get('weights_sha256'))[:12]}..., model {actual['weights_sha256'][:12]}...)"
+        )
+    head = expected.get("head_sha256")
+    if not problems and include_head and head is not None and head != actual.get("head_sha256"):
+        problems.append(
+            "the task head differs: the adapter was trained with the model's head frozen, and this model's head "
+            "has other weights (a newly initialized one?); load the model with the head it was trained with"
         )
     return problems

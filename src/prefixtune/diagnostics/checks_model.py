@@ -1,4 +1,5 @@
-"""Doctor checks of an adapter against the model: fingerprint, layer count and width, position convention.
+"""Doctor checks of an adapter against the model: fingerprint, layer count and width, position convention, and an
+encoder adapter's own task head.
 
 Each check takes (`RawAdapter`, `ModelFacts`) and returns a list of `Finding`s (empty: nothing wrong).
 """
@@ -12,12 +13,13 @@ from prefixtune.diagnostics.model_facts import ModelFacts
 from prefixtune.diagnostics.raw_adapter import RawAdapter
 from prefixtune.version import __version__
 
+ABSOLUTE_POSITION_FAMILIES = ("bert", "roberta")  # where "unshifted" applies (core.has_absolute_positions)
 _RIGHT_MODEL = "use the base model the adapter was trained on, or train/convert the adapter for this model"
 
 
 def check_fingerprint(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     """The recorded base-model fingerprint differs from the model's (architecture or weights)."""
-    problems = compare(adapter.fingerprint, facts.fingerprint)
+    problems = compare(adapter.fingerprint, facts.fingerprint, include_head=adapter.head is None)
     if not problems:
         return []
     return [
@@ -65,8 +67,18 @@ def check_positions(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
                 "upgrade prefixtune to the version that wrote the adapter, or retrain it",
             )
         ]
+    if convention == "unshifted" and facts.family not in ABSOLUTE_POSITION_FAMILIES:
+        return [
+            Finding(
+                "position_convention",
+                f"the adapter uses position convention 'unshifted' (real tokens keep 0..n-1), which needs an "
+                f"encoder with learned absolute positions ({', '.join(ABSOLUTE_POSITION_FAMILIES)}); this model "
+                f"is {facts.family}",
+                "use the encoder the adapter was trained on, or retrain with position_convention='shifted'",
+            )
+        ]
     limit = facts.max_positions
-    if limit is not None and m >= limit:
+    if limit is not None and m >= limit and convention == "shifted":  # "unshifted": real tokens start at 0
         return [
             Finding(
                 "position_convention",
@@ -76,3 +88,27 @@ def check_positions(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
             )
         ]
     return []
+
+
+def check_head(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The adapter's own task head does not fit the model's head parameters (names and shapes)."""
+    if adapter.head is None:
+        return []
+    params = {name: tuple(p.shape) for name, p in facts.model.named_parameters()}
+    missing = sorted(n for n in adapter.head if n not in params)
+    wrong = sorted(n for n in adapter.head if n in params and params[n] != tuple(adapter.head[n].shape))
+    if not missing and not wrong:
+        return []
+    what = (
+        f"missing from the model: {missing}"
+        if missing
+        else "of other shapes: " + ", ".join(f"{n} {tuple(adapter.head[n].shape)} vs {params[n]}" for n in wrong)
+    )
+    return [
+        Finding(
+            "head_mismatch",
+            f"the adapter trains its own task head ({', '.join(sorted(adapter.head))}), whose weights are {what}",
+            "load the model with the head class it was trained with (...ForSequenceClassification or "
+            "...ForTokenClassification) and its number of labels",
+        )
+    ]

@@ -25,6 +25,7 @@ SHAPE_CHECKS: list[Check] = [checks_model.check_layers, checks_model.check_width
 CHECKS: list[Check] = [
     checks_model.check_fingerprint,
     checks_model.check_positions,
+    checks_model.check_head,
     checks_values.check_finite,
     checks_values.check_shared,
     checks_values.check_zero,
@@ -65,6 +66,8 @@ def _facts(adapter: RawAdapter, facts: ModelFacts) -> dict[str, Any]:
         "position_convention": adapter.position_convention,
         "has_fingerprint": adapter.fingerprint is not None,
         "num_parameters": sum(t.numel() for t in adapter.tensors.values()),
+        "head_parameters": sum(t.numel() for t in (adapter.head or {}).values()),
+        "model_family": facts.family,
         "model_layers": facts.geometry.num_layers,
         "model_hidden_size": facts.geometry.hidden_size,
         "model_kv_shapes": [list(s) for s in facts.geometry.kv_shapes],

@@ -18,6 +18,7 @@ CODES: dict[str, str] = {
     "zero_prefix": "per-layer prefixes (or the prompt) are all zero",
     "embedding_only": "a 'prefix' adapter that only acts at the embedding layer: it is prompt tuning",
     "position_convention": "a position convention the model cannot use",
+    "head_mismatch": "an encoder adapter's own task head does not fit the model's head (class or label count)",
 }
 
 

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from prefixtune.errors import AdapterFormatError
-from prefixtune.io.adapter_dir import COMPILED_PREFIX, CONFIG_FILE, WEIGHTS_FILE
+from prefixtune.io.adapter_dir import COMPILED_PREFIX, CONFIG_FILE, HEAD_FILE, WEIGHTS_FILE
 from prefixtune.io.peft_format import PEFT_POSITION_CONVENTION, is_peft_dir, read_peft_dir
 from prefixtune.io.peft_import import method_for_peft_type
 from prefixtune.parametrizations import is_registered, parametrization_class, registered_methods
@@ -39,6 +39,7 @@ class RawAdapter:
         fingerprint: the recorded base-model fingerprint (None for PEFT adapters).
         tensors: the trained tensors under the method's names (`Parametrization.expected_shapes`), as stored.
         extra: other stored tensors (compiled keys/values), checked for NaN/Inf only.
+        head: the adapter's own task head (`train_head`, head.safetensors) by model parameter names, or None.
     """
 
     path: Path
@@ -49,6 +50,7 @@ class RawAdapter:
     fingerprint: dict[str, Any] | None
     tensors: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor] | None = None
 
     @property
     def method_class(self) -> type[Parametrization]:
@@ -104,7 +106,18 @@ def _read_ours(root: Path) -> RawAdapter:
         fingerprint=document.get("base_model_fingerprint"),
         tensors=tensors,
         extra={k: v for k, v in stored.items() if k.startswith(COMPILED_PREFIX)},
+        head=_read_head(root) if config.get("train_head") else None,
     )
+
+
+def _read_head(root: Path) -> dict[str, torch.Tensor]:
+    file = root / HEAD_FILE
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise AdapterFormatError(
+            f"{file}: cannot be read, missing, truncated or corrupt ({exc}); the adapter trains its task head"
+        ) from None
 
 
 def _check_names(file: Path, method: str, tensors: dict[str, torch.Tensor]) -> None:

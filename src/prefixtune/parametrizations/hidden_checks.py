@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prefixtune.core import ModelGeometry, decoder_layers
+from prefixtune.core import ModelGeometry, decoder_layers, has_bidirectional_attention
 from prefixtune.parametrizations.base import Observation
 
 # P^l counts as "the carried state of P^0" within this tolerance (fp32 recomputation noise is ~1e-6).
@@ -29,6 +29,10 @@ def embedding_only(P: torch.Tensor, model: nn.Module) -> list[Observation]:
     prompt tuning (DESIGN.md §1), not prefix tuning, whatever its files say.
     """
     if P.shape[0] < 2 or not bool(torch.isfinite(P).all()) or not P[0].any():
+        return []
+    if has_bidirectional_attention(model):
+        # On an encoder a prompt attends to the input, so states carried from P^0 alone are not what a prompt
+        # gives: the equivalence this check rests on holds only under causal attention.
         return []
     carried = _carried_states(model, P[0])  # (L, m, d)
     if not torch.allclose(carried[1:], P[1:].to(carried.dtype), rtol=CARRIED_RTOL, atol=CARRIED_ATOL):
