@@ -11,7 +11,7 @@ import sys
 
 from prefixtune.cli.common import format_table
 from prefixtune.cli.options import add_dataclass_flags, collect, read_config_file
-from prefixtune.config import INITS, METHODS, PrefixConfig
+from prefixtune.config import INITS, METHODS, POSITION_CONVENTIONS, PrefixConfig
 from prefixtune.train.config import PRECISIONS, SCHEDULES, TrainConfig
 from prefixtune.train.formats import KINDS
 
@@ -26,6 +26,13 @@ examples:
 
   # prompt/completion pairs, kv prefixes through the reparametrization MLP (note the lower LR)
   prefixtune train --data pairs.jsonl --method kv --reparam-hidden 512 --learning-rate 1e-4
+
+  # an encoder (all-MiniLM-L6-v2, BERT): prefix + classification head, as P-tuning v2 (docs/encoders.md)
+  prefixtune train --model all-minilm-l6-v2 --data rotten-tomatoes --train-head \
+      --position-convention unshifted --learning-rate 1e-2 --output-dir runs/minilm
+
+  # token classification on an encoder: {"tokens": [...], "tags": [...]} per line
+  prefixtune train --model all-minilm-l6-v2 --data ner.jsonl --eval-data ner-valid.jsonl --train-head
 
   # everything from a config file, one flag overridden; then continue an interrupted run exactly
   prefixtune train --config configs/rotten-tomatoes-prefix.toml --max-steps 300
@@ -64,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         PrefixConfig,
         exclude=("seed",),
         dest_prefix=ADAPTER_PREFIX,
-        choices={"method": METHODS, "init": INITS},
+        choices={"method": METHODS, "init": INITS, "position_convention": POSITION_CONVENTIONS},
     )
     parser.set_defaults(func=run)
 
@@ -77,6 +84,13 @@ def build_configs(args: argparse.Namespace) -> tuple[TrainConfig, PrefixConfig]:
     train = TrainConfig(**train_values)
     adapter = PrefixConfig(**{**adapter_values, "seed": train.seed})
     return train, adapter
+
+
+def _by_part(total: int, parts: dict[str, int]) -> str:
+    """ "N", or "N (prefix P, head H)" when the adapter trains its own task head."""
+    if len(parts) <= 1:
+        return str(total)
+    return f"{total} (" + ", ".join(f"{k} {v}" for k, v in parts.items()) + ")"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         ("adapter", str(result.adapter_dir)),
         ("method", adapter_config.method),
         ("num_virtual_tokens", adapter_config.num_virtual_tokens),
-        ("trainable parameters", result.trainable_parameters),
+        ("trainable parameters", _by_part(result.trainable_parameters, result.trainable_parts)),
         ("share of the model", f"{100 * result.trainable_parameters / result.total_parameters:.3f}%"),
         ("training examples", result.num_train_examples),
         ("steps", loop.steps),

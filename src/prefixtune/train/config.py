@@ -30,14 +30,20 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """A training run: data, optimization, evaluation and checkpointing."""
 
-    model: str = _f("smollm2-135m", "Base model: a built-in name (smollm2-135m), an HF directory or a .gguf file.")
+    model: str = _f(
+        "smollm2-135m",
+        "Base model: a built-in name (smollm2-135m; the encoder all-minilm-l6-v2), an HF directory or a .gguf file. "
+        "An encoder (BERT, RoBERTa, ModernBERT) trains a task head on classification or token_classification data.",
+    )
     data: str = _f("", "Training data: a JSONL file or a built-in dataset (rotten-tomatoes).")
     eval_data: str | None = _f(
         None, "Validation data (JSONL). Default: the built-in dataset's validation split, or none."
     )
     output_dir: str = _f("runs/prefixtune", "Run directory: adapter/, checkpoint/, metrics.jsonl, curve.png.")
     task: str | None = _f(
-        None, "Task format: classification, completion or chat. Default: detected from the first record."
+        None,
+        "Task format: classification, completion, chat or token_classification ({tokens, tags}, encoders). "
+        "Default: detected from the first record.",
     )
     template: str | None = _f(None, "Classification prompt with {text}, e.g. 'Review: {text}\\nSentiment:'.")
     verbalizer: dict[str, str] | None = field(

@@ -48,6 +48,7 @@ class TrainResult:
     loop: LoopResult
     trainable_parameters: int
     total_parameters: int
+    trainable_parts: dict[str, int]
     num_train_examples: int
     skipped: str
     is_main_process: bool = True  # False on the other processes of a torchrun / accelerate launch run
@@ -227,6 +228,7 @@ def run_training(
         loop=loop,
         trainable_parameters=pm.num_trainable_parameters(config.adapter_name),
         total_parameters=total,
+        trainable_parts=pm.trainable_parts(config.adapter_name),
         num_train_examples=len(train_set),
         skipped=data.skips.summary(),
         is_main_process=accelerator.is_main_process,
