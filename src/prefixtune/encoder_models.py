@@ -29,11 +29,14 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from prefixtune.core import encoder_model_types
 from prefixtune.errors import ConfigError
+from prefixtune.io.adapter_dir import read_adapter_dir
 from prefixtune.io.package_file import locate_package_file
 
 logger = logging.getLogger(__name__)
 
 EncoderHead = Literal["sequence", "token"]
+# Task kind (`train.formats`) -> the head that trains it.
+HEAD_FOR_TASK: dict[str, EncoderHead] = {"classification": "sequence", "token_classification": "token"}
 _AUTO = {None: AutoModel, "sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
 
 
@@ -107,3 +110,22 @@ def load_encoder(
     tokenizer.padding_side = "right"
     logger.info("loaded encoder %s with head %s (%s parameters)", name_or_path, head, f"{model.num_parameters():,}")
     return model.eval(), tokenizer
+
+
+def load_encoder_for_adapter(
+    name_or_path: str | os.PathLike[str], adapter_dir: str | os.PathLike[str]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load an encoder with the head an adapter directory was trained for (its task kind and labels, from the
+    metadata `prefixtune train` writes), ready for `prefixtune.load_adapter`.
+
+    Raises:
+        ConfigError: the adapter records no encoder task (kind and labels).
+    """
+    task = read_adapter_dir(adapter_dir).metadata.get("task") or {}
+    head, labels = HEAD_FOR_TASK.get(task.get("kind")), task.get("tags") or task.get("labels")
+    if head is None or not labels:
+        raise ConfigError(
+            f"{adapter_dir}: records no encoder task (kind classification or token_classification, with labels); "
+            "load the model with load_encoder(..., head=..., labels=[...]) yourself"
+        )
+    return load_encoder(name_or_path, head=head, labels=labels)

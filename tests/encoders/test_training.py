@@ -14,10 +14,13 @@ from safetensors.torch import load_file
 
 import prefixtune as pt
 from prefixtune.cli.main import main
+from prefixtune.encoder_models import load_encoder_for_adapter
 from prefixtune.errors import DataError
 from prefixtune.train.config import TrainConfig
+from prefixtune.train.evaluate import evaluate
+from prefixtune.train.formats import TaskFormat
 from prefixtune.train.loop import Trainer
-from prefixtune.train.run import run_training
+from prefixtune.train.run import load_task_data, run_training
 from tests.encoders.models import encoder_config
 from tests.train.conftest import make_tokenizer, sentiment_rows, write_jsonl
 
@@ -62,9 +65,15 @@ def test_classification_trains_prefix_and_head(tiny_bert_dir, tmp_path) -> None:
     assert result.trainable_parameters == 2 * 4 * 32 + 2 * 32 + 2  # prefix + the 2-label classifier
     metrics = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
     assert any("eval_accuracy" in m for m in metrics) and result.curve_path.is_file()
-    # The saved adapter, loaded onto the model with a head for the same labels, classifies as evaluated.
     task = json.loads((result.adapter_dir / "adapter_config.json").read_text())["metadata"]["task"]
     assert task["labels"] == ["neg", "pos"]
+    # The saved adapter, on the encoder loaded anew with the head it records (a fresh random one), classifies
+    # the validation set as the run's best evaluation did.
+    model, tokenizer = load_encoder_for_adapter(tiny_bert_dir, result.adapter_dir)
+    pm = pt.load_adapter(model, result.adapter_dir)
+    examples = load_task_data(_config(tiny_bert_dir, train, valid, tmp_path / "x"), tokenizer).validation
+    fmt = TaskFormat.from_dict(task)
+    assert evaluate(pm, tokenizer, examples, fmt, adapter_name="default").metrics["accuracy"] == result.loop.best_metric
 
 
 def test_resume_equals_an_uninterrupted_run(tiny_bert_dir, tmp_path, monkeypatch) -> None:

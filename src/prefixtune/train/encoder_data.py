@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefixtune.encoder_models import HEAD_FOR_TASK
 from prefixtune.errors import DataError
 from prefixtune.train.data import IGNORE_INDEX, Encoded
 from prefixtune.train.formats import Example, TaskFormat
-
-HEAD_KINDS: dict[str, str] = {"classification": "sequence", "token_classification": "token"}
 
 
 def head_for(fmt: TaskFormat) -> str:
@@ -23,7 +22,7 @@ def head_for(fmt: TaskFormat) -> str:
     Raises:
         DataError: a task an encoder cannot train (completion, chat).
     """
-    head = HEAD_KINDS.get(fmt.kind)
+    head = HEAD_FOR_TASK.get(fmt.kind)
     if head is None:
         raise DataError(
             f"an encoder trains classification ({{'text', 'label'}}) or token classification "
