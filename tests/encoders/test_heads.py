@@ -156,3 +156,26 @@ def test_a_frozen_head_adapter_refuses_another_head(tmp_path) -> None:
     pt.load_adapter(make_encoder("bert"), path)  # the same head: fine
     with pytest.raises(IncompatibleBaseModelError, match="the task head differs"):
         pt.load_adapter(_with_new_head(make_encoder("bert"), seed=5), path)
+
+
+@pytest.mark.parametrize("family", ["bert", "modernbert"])
+@pytest.mark.parametrize("method", ["prefix", "kv", "prompt"])
+def test_checkpointing_and_compile_once_give_the_plain_gradients(family: str, method: str) -> None:
+    ids, mask = batch(B=3, n=8)
+    labels = torch.randint(0, 3, (3, 8), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for checkpointing, once in [(False, False), (True, False), (False, True)]:
+        config = pt.PrefixConfig(method=method, num_virtual_tokens=3, init="random", seed=0, train_head=True)
+        pm = pt.attach(make_encoder(family, "tok"), config)
+        if checkpointing:
+            pm.gradient_checkpointing_enable()
+            assert any(getattr(m, "gradient_checkpointing", False) is True for m in pm.base_model.modules())
+        pm.train()
+        with pm.compile_once() if once else torch.enable_grad():
+            for r in range(3):  # three micro-batches of one row
+                rows = slice(r, r + 1)
+                (pm(input_ids=ids[rows], attention_mask=mask[rows], labels=labels[rows]).loss / 3).backward()
+        grads.append([p.grad.clone() for p in pm.trainable_parameters()])
+    assert all(g.abs().sum() > 0 for g in grads[0])
+    for other in grads[1:]:
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0], other, strict=True))
