@@ -41,3 +41,19 @@ class RegistryStateError(PrefixtuneError):
 class AdapterIntegrityError(PrefixtuneError):
     """An adapter's files changed on disk (or broke) after it was loaded, found when it is compiled again after
     an eviction: a server-side fault (5xx), not the tenant's; an admin must reload the adapter."""
+
+
+class EncoderModelError(InvalidRequestError):
+    """A generation request (completions, chat) to a server whose base model is an encoder (issue 12)."""
+
+
+class NotAnEncoderError(InvalidRequestError):
+    """A classification request (/v1/classify) to a server whose base model is generative."""
+
+
+class NotAClassifierError(InvalidRequestError):
+    """A classification request for an adapter (or a bare base model) that has no sequence-classification head."""
+
+
+class EngineStepError(PrefixtuneError):
+    """A batch failed on the engine (a bug or a device fault, logged there); the request may be retried."""

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from prefixtune.errors import EngineBusyError
+from prefixtune.serve.engine.generative import GenerativeEngineMethods
 from prefixtune.serve.engine.messages import AdapterInfo, EngineStats, GenerationOutput, GenerationRequest
 from prefixtune.serve.engine.request_checks import check_request
 from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
@@ -55,7 +56,7 @@ class VllmRequestStream:
         self.engine._active.discard(self.request_id)
 
 
-class VllmEngine(TextCodecMethods):
+class VllmEngine(TextCodecMethods, GenerativeEngineMethods):
     """One base model on vLLM, many prefix adapters (implements `serve.engine.protocol.Engine`).
 
     Args:

@@ -28,8 +28,12 @@ from prefixtune.serve.errors import (
     AdapterIntegrityError,
     AdapterNameError,
     ContextLengthError,
+    EncoderModelError,
     EngineShutdownError,
+    EngineStepError,
     InvalidRequestError,
+    NotAClassifierError,
+    NotAnEncoderError,
     RegistryStateError,
 )
 
@@ -71,6 +75,9 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ContextLengthError, ErrorKind(400, "invalid_request_error", "context_length_exceeded")),
     (AdapterNameError, ErrorKind(400, "invalid_request_error", "invalid_adapter_name")),
     (AccessRuleError, ErrorKind(400, "invalid_request_error", "access_rule_required")),
+    (EncoderModelError, ErrorKind(400, "invalid_request_error", "encoder_model")),
+    (NotAnEncoderError, ErrorKind(400, "invalid_request_error", "not_an_encoder")),
+    (NotAClassifierError, ErrorKind(400, "invalid_request_error", "not_a_classifier")),
     (InvalidRequestError, ErrorKind(400, "invalid_request_error", "invalid_request")),
     (ConfigError, ErrorKind(400, "invalid_request_error", "invalid_config")),
     (IncompatibleBaseModelError, ErrorKind(400, "invalid_request_error", "incompatible_base_model")),
@@ -82,6 +89,7 @@ ERROR_TABLE: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (EngineBusyError, ErrorKind(429, "rate_limit_error", "queue_full", retry_after=True)),
     (EngineShutdownError, ErrorKind(503, "service_unavailable", "shutting_down", retry_after=True)),
     (EngineFailedError, ErrorKind(503, "service_unavailable", "engine_error", retry_after=True)),
+    (EngineStepError, ErrorKind(503, "service_unavailable", "engine_error", retry_after=True)),
     (RequestTimeoutError, ErrorKind(504, "timeout_error", "timeout")),
     (ClientDisconnected, ErrorKind(499, "client_closed_request", "client_closed_request")),
     # Server-side faults, logged where they happen; their messages name no server path.

@@ -19,6 +19,7 @@ from torch import nn
 from prefixtune.core import max_positions, read_geometry
 from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.core import EngineCore
+from prefixtune.serve.engine.generative import GenerativeEngineMethods
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
@@ -66,7 +67,7 @@ class RequestStream:
         self.engine._queues.pop(self.request_id, None)
 
 
-class AsyncEngine(TextCodecMethods):
+class AsyncEngine(TextCodecMethods, GenerativeEngineMethods):
     """One base model, many adapters, continuous batching (implements `serve.engine.protocol.Engine`).
 
     Args:

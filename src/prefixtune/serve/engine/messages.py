@@ -144,3 +144,33 @@ class EngineStats:
     num_waiting: int
     num_free_slots: int
     is_accepting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyRequest:
+    """Texts to classify with one adapter's prefix and head (an encoder's `/v1/classify`).
+
+    Attributes:
+        request_id: unique id.
+        inputs: the token ids of each input (special tokens included), classified each on its own.
+        adapter_name: the adapter; None for the bare base model and its own head.
+    """
+
+    request_id: str
+    inputs: tuple[tuple[int, ...], ...]
+    adapter_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The classification of one input.
+
+    Attributes:
+        probs: softmax of the head's logits (fp32), one per class, in label-id order.
+        label: the most likely class's name (None when the labels are unknown).
+        num_prompt_tokens: the input's length in tokens.
+    """
+
+    probs: tuple[float, ...]
+    label: str | None
+    num_prompt_tokens: int

@@ -12,6 +12,8 @@ from typing import Protocol
 from prefixtune.serve.engine.messages import (
     AdapterInfo,
     ChatTurn,
+    Classification,
+    ClassifyRequest,
     EngineStats,
     GenerationOutput,
     GenerationRequest,
@@ -62,6 +64,15 @@ class Engine(Protocol):
         Raises:
             AdapterNotFoundError: unknown adapter. ContextLengthError: too long. EngineBusyError: queue full.
             EngineShutdownError: draining.
+        """
+        ...
+
+    async def classify(self, request: ClassifyRequest) -> list[Classification]:
+        """Classify each input with the adapter's prefix and sequence-classification head (an encoder).
+
+        Raises:
+            NotAnEncoderError: a generative model. NotAClassifierError: no classification head.
+            AdapterNotFoundError, ContextLengthError, EngineBusyError, EngineShutdownError.
         """
         ...
 
