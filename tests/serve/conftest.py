@@ -81,10 +81,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A real uvicorn server in a thread on 127.0.0.1."""
+    """A real uvicorn server in a thread on 127.0.0.1 (of `app`, default: the tiny Llama served with `config`)."""
 
-    def __init__(self, config: ServeConfig) -> None:
-        app = create_app(served_model(), make_tokenizer(), config)
+    def __init__(self, config: ServeConfig, app=None) -> None:
+        app = app if app is not None else create_app(served_model(), make_tokenizer(), config)
         self.app = app
         self.port = free_port()
         self.server = uvicorn.Server(

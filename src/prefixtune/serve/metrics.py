@@ -21,11 +21,14 @@ class ServeMetrics:
         r = self.registry = CollectorRegistry()
         self._extra_registries: list[CollectorRegistry] = []
         self.requests = Counter(
-            "prefixtune_requests", "HTTP generation requests by endpoint and status", ["endpoint", "status"], registry=r
+            "prefixtune_requests",
+            "HTTP generation and classification requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
         )
         self.request_latency = Histogram(
             "prefixtune_request_latency_seconds",
-            "End-to-end latency of generation requests (streams: to the last event)",
+            "End-to-end latency of generation and classification requests (streams: to the last event)",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

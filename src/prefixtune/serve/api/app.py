@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prefixtune.serve.api import routes_completions, routes_health, routes_models
+from prefixtune.serve.api import routes_classify, routes_completions, routes_health, routes_models
 from prefixtune.serve.api.deps import ApiSettings
 from prefixtune.serve.api.errors import error_response, register_error_handlers
 from prefixtune.serve.engine.protocol import Engine
@@ -23,7 +23,7 @@ from prefixtune.serve.metrics import ServeMetrics
 logger = logging.getLogger(__name__)
 
 StartupHook = Callable[[], Awaitable[None]]
-_GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
+_MODEL_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/classify"})
 
 
 class BodyLimitMiddleware:
@@ -66,7 +66,7 @@ class BodyLimitMiddleware:
 
 
 class RequestMetricsMiddleware:
-    """Counts generation requests by endpoint and status, and observes their latency (pure ASGI, so
+    """Counts generation and classification requests by endpoint and status, and observes their latency (pure ASGI, so
     streaming responses and disconnects pass through untouched)."""
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
@@ -74,7 +74,7 @@ class RequestMetricsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path not in _GENERATION_PATHS:  # bounded label values
+        if scope["type"] != "http" or path not in _MODEL_PATHS:  # bounded label values
             await self.app(scope, receive, send)
             return
         start, status = time.monotonic(), "499"  # stays 499 only if the client left before any response
@@ -129,7 +129,7 @@ def build_app(
     app = FastAPI(title="prefixtune serve", lifespan=lifespan)
     app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
     register_error_handlers(app)
-    for module in (routes_completions, routes_models, routes_health):
+    for module in (routes_completions, routes_classify, routes_models, routes_health):
         app.include_router(module.router)
 
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
