@@ -10,13 +10,13 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from prefixtune.adapter_dict import AdapterDict
+from prefixtune.adapter_files import AdapterFilesMixin
 from prefixtune.config import ADAPTER_NAME_RULE, PrefixConfig, is_valid_adapter_name
 from prefixtune.core import (
     disable_checkpointing,
@@ -25,15 +25,13 @@ from prefixtune.core import (
     read_geometry,
     uninstall_attention,
 )
-from prefixtune.core.fingerprint import compare, fingerprint
+from prefixtune.core.fingerprint import fingerprint
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.inject import ensure_installed, prefix_forward
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.encoder_forward import encoder_forward
-from prefixtune.errors import AdapterNotFoundError, ConfigError, IncompatibleBaseModelError, UnsupportedModelError
+from prefixtune.errors import AdapterNotFoundError, ConfigError, UnsupportedModelError
 from prefixtune.generation.generate import generate_with_prefixes
-from prefixtune.io.adapter_dir import AdapterFiles, check_head_shapes, check_shapes, save_adapter_dir
-from prefixtune.io.peft_import import read_adapter_files
 from prefixtune.model_checks import head_names_for, model_config_problems
 from prefixtune.parametrizations import build_parametrization, parametrization_class
 from prefixtune.parametrizations.base import Parametrization
@@ -44,7 +42,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ADAPTER = "default"
 
 
-class PrefixModel(nn.Module):
+class PrefixModel(AdapterFilesMixin, nn.Module):
     """A frozen base model plus named adapters; forward and generate mix adapters per batch row.
 
     Args:
@@ -305,72 +303,6 @@ class PrefixModel(nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         disable_checkpointing(self.base_model)
-
-    # ----- files ----------------------------------------------------------------------------------------
-    def save_adapter(self, path: str | os.PathLike, name: str | None = None, *, include_compiled: bool = False) -> Path:
-        """Write adapter `name` to directory `path` atomically (reparametrization folded away)."""
-        adapter = self._adapter(name)
-        with torch.no_grad():
-            compiled = self.compile(name).detach() if include_compiled else None
-        return save_adapter_dir(
-            path,
-            config=adapter.config,
-            tensors=adapter.folded_state(),
-            geometry=self.geometry,
-            fingerprint=self.base_fingerprint(),
-            metadata=self._metadata.get(self._resolve(name), {}),
-            compiled=compiled,
-            head=None if adapter.task_head is None else adapter.task_head.state(),
-        )
-
-    def load_adapter(self, path: str | os.PathLike, name: str | None = None, *, check_fingerprint: bool = True) -> str:
-        """Load an adapter directory (ours, or a PEFT PREFIX_TUNING/PROMPT_TUNING one) as `name`.
-
-        `name` defaults to the directory's name. Validates before changing state.
-
-        Raises:
-            AdapterFormatError: bad files or shapes. IncompatibleBaseModelError: made for another base model.
-        """
-        files = read_adapter_files(path)
-        name = name or Path(path).name
-        self._check_new_name(name)
-        cls = self.check_adapter_files(files, check_fingerprint=check_fingerprint)
-        device = self.base_model.get_input_embeddings().weight.device
-        adapter = cls.from_folded(files.config, self.geometry, files.tensors)
-        if files.head is not None:
-            adapter.task_head = TaskHead(files.head)
-        self._insert(name, adapter.to(device), files.metadata)
-        logger.info(
-            "loaded adapter %s (%s, m=%d) from %s",
-            name,
-            files.config.method,
-            files.config.num_virtual_tokens,
-            path,
-        )
-        return name
-
-    def check_adapter_files(self, files: AdapterFiles, *, check_fingerprint: bool = True) -> type[Parametrization]:
-        """Validate read adapter files against this base model; return the parametrization class to build.
-
-        The fingerprint is compared first: an adapter for another base model is said to be one, rather than
-        reported as the shape mismatch that follows from it.
-
-        Raises:
-            IncompatibleBaseModelError: made for another base model. AdapterFormatError: shapes that do not fit.
-        """
-        cls = parametrization_class(files.config.method)
-        if check_fingerprint:
-            problems = compare(files.fingerprint, self.base_fingerprint(), include_head=not files.config.train_head)
-            if problems:
-                raise IncompatibleBaseModelError(
-                    f"{files.path}: the adapter was made for another base model: {'; '.join(problems)}. "
-                    "Use the base model it was trained on (or check_fingerprint=False to override)."
-                )
-        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
-        self._check_config(files.config, where=f"{files.path}: ")
-        if files.config.train_head:
-            check_head_shapes(files, {n: tuple(p.shape) for n, p in self.base_model.named_parameters()})
-        return cls
 
     # ----- internals ------------------------------------------------------------------------------------
     def _check_attached(self) -> None:
