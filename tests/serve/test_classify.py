@@ -16,8 +16,10 @@ import pytest
 
 import prefixtune as pt
 from prefixtune.errors import ConfigError
+from prefixtune.serve import server as server_module
 from prefixtune.serve.config import ServeConfig
 from prefixtune.serve.server import create_app
+from tests.encoders.models import make_encoder
 from tests.serve.classify_models import BASE, LABELS, load, reference_probs, save_classifier_adapter, save_encoder
 from tests.serve.conftest import LiveServer, write_keys
 
@@ -229,8 +231,22 @@ def test_a_bare_encoder_serves_adapters_with_their_own_head_only(tmp_path) -> No
         server.stop()
 
 
-def test_the_vllm_engine_does_not_serve_encoders(encoder_dir) -> None:
+def test_the_vllm_engine_does_not_serve_encoders(encoder_dir, monkeypatch) -> None:
     model, tokenizer, _ = load(encoder_dir)
     config = classify_config(encoder_dir.parent, encoder_dir, engine="vllm")
     with pytest.raises(ConfigError, match="--engine vllm does not serve encoders"):
         create_app(model, tokenizer, config)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loaded a model")
+
+    monkeypatch.setattr(server_module, "load_served_encoder", refuse)  # `prefixtune serve` refuses before loading
+    with pytest.raises(ConfigError, match="--engine vllm does not serve encoders"):
+        server_module.serve(config)
+
+
+def test_an_encoder_without_a_sequence_head_is_refused(encoder_dir) -> None:
+    bare = make_encoder("bert", "base")
+    config = classify_config(encoder_dir.parent, encoder_dir)
+    with pytest.raises(ConfigError, match="has no sequence-classification head"):
+        create_app(bare, load(encoder_dir)[1], config)
