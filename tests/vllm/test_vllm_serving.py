@@ -152,6 +152,11 @@ def test_prompt_logprobs_for_an_adapter_is_refused_not_wrong(server) -> None:
     assert "prompt logprobs" in response.json()["error"]["message"]
 
 
+def test_classify_is_a_clear_400_on_the_vllm_engine(server) -> None:
+    response = httpx.post(server.url + "/v1/classify", json={"model": "five", "input": "hi"}, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "not_an_encoder"
+
+
 def test_sampled_logprobs_match_the_reference(server, reference) -> None:
     """Logprobs of greedy tokens: vLLM's raw logprobs equal log_softmax of prefixtune's forward."""
     import torch
