@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 import prefixtune as pt
 from prefixtune.errors import ConfigError
@@ -22,6 +23,7 @@ from prefixtune.serve.server import create_app
 from tests.encoders.models import make_encoder
 from tests.serve.classify_models import BASE, LABELS, load, reference_probs, save_classifier_adapter, save_encoder
 from tests.serve.conftest import LiveServer, write_keys
+from tests.train.conftest import make_tokenizer
 
 OWN_LABELS = ["bad", "meh", "good"]
 CLASSIFICATION = {"kind": "classification", "labels": OWN_LABELS, "verbalizer": {k: f" {k}" for k in OWN_LABELS}}
@@ -250,3 +252,15 @@ def test_an_encoder_without_a_sequence_head_is_refused(encoder_dir) -> None:
     config = classify_config(encoder_dir.parent, encoder_dir)
     with pytest.raises(ConfigError, match="has no sequence-classification head"):
         create_app(bare, load(encoder_dir)[1], config)
+
+
+def test_roberta_inputs_may_use_every_position_after_its_offset() -> None:
+    """RoBERTa numbers real tokens from padding_idx + 1 = 2, so 64 positions hold 62 tokens; 63 is a 400, not a
+    failed batch (an index past the position table would fail every row batched with it)."""
+    model = make_encoder("roberta", "seq")
+    tokenizer = make_tokenizer()
+    tokenizer.padding_side = "right"
+    with TestClient(create_app(model, tokenizer, ServeConfig.from_flat(model="roberta"))) as client:
+        assert client.post("/v1/classify", json={"model": "roberta", "input": "z" * 62}).status_code == 200
+        r = client.post("/v1/classify", json={"model": "roberta", "input": "z" * 63})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"

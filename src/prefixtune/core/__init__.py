@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         encoder_model_types,
         has_absolute_positions,
         has_bidirectional_attention,
+        position_offset,
     )
     from prefixtune.core.hf.family import decoder_parts
     from prefixtune.core.hf.geometry import read_geometry
@@ -66,6 +67,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
     "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
     "max_positions": ("prefixtune.core.hf.layers", "max_positions"),
+    "position_offset": ("prefixtune.core.hf.encoder", "position_offset"),
     # Not "fingerprint": that is a submodule, which would shadow the function once imported.
     "model_fingerprint": ("prefixtune.core.fingerprint", "fingerprint"),
     "num_attention_heads": ("prefixtune.core.hf.layers", "num_attention_heads"),
@@ -108,6 +110,7 @@ __all__ = [
     "model_fingerprint",
     "num_attention_heads",
     "output_logits",
+    "position_offset",
     "prefix_forward",
     "prepare_prefix_inputs",
     "read_geometry",

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from prefixtune.core import max_positions
+from prefixtune.core import max_positions, position_offset
 from prefixtune.serve.encoder_compiler import CompiledClassifier, model_labels
 from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.classify_batcher import ClassifyBatcher, ClassifyRow
@@ -75,7 +75,9 @@ class EncoderEngine(TextCodecMethods):
         self.registry, self.metrics, self._model_name = registry, metrics, model_name
         self.has_trained_head = has_trained_head
         self.labels = model_labels(model)
-        self._max_len = min(max_positions(model) or DEFAULT_MAX_MODEL_LEN, limits.max_model_len or 1 << 30)
+        # RoBERTa numbers real tokens from padding_idx + 1: its table has that many positions fewer to give.
+        positions = (max_positions(model) or DEFAULT_MAX_MODEL_LEN) - position_offset(model)
+        self._max_len = min(positions, limits.max_model_len or positions)
         self._vocab_size = int(model.get_input_embeddings().weight.shape[0])
         pad = getattr(tokenizer, "pad_token_id", None)
         scheduler = limits.scheduler
