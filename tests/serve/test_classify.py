@@ -264,3 +264,24 @@ def test_roberta_inputs_may_use_every_position_after_its_offset() -> None:
         assert client.post("/v1/classify", json={"model": "roberta", "input": "z" * 62}).status_code == 200
         r = client.post("/v1/classify", json={"model": "roberta", "input": "z" * 63})
         assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_timed_out_request_is_a_504_and_its_rows_never_run(classify_root, encoder_dir, tmp_path) -> None:
+    root = Path(shutil.copytree(classify_root, tmp_path / "adapters"))
+    server = start(classify_config(root, encoder_dir, request_timeout_s=0.5), encoder_dir)
+    try:
+        assert httpx.get(server.url + "/health").status_code == 200
+        batcher = server.app.state.engine.batcher
+        gate = threading.Event()
+        batcher.calls.submit(lambda: gate.wait(30))  # the engine thread is busy past the timeout
+        r = post(server, {"model": "own_head", "input": ["a", "b"]})
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        gate.set()
+        deadline = time.monotonic() + 10
+        while batcher.has_work and time.monotonic() < deadline:
+            time.sleep(0.01)
+        metrics = httpx.get(server.url + "/metrics").text
+        assert server.metric(metrics, "prefixtune_batch_size_count") == 0  # the cancelled rows were dropped
+        assert post(server, {"model": "own_head", "input": "a"}).status_code == 200
+    finally:
+        server.stop()

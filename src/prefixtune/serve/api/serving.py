@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -22,6 +23,8 @@ from prefixtune.serve.engine.messages import GenerationOutput, GenerationRequest
 from prefixtune.serve.engine.protocol import Engine, OutputStream
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DISCONNECT_POLL_S = 0.25
 
@@ -106,7 +109,19 @@ async def collect(streams: ChoiceStreams, request: Request, timeout_s: float) ->
             outputs[index].append(out)
         return outputs
 
-    task = asyncio.ensure_future(consume())
+    try:
+        return await run_for_client(consume(), request, timeout_s)
+    finally:
+        await streams.cancel()
+
+
+async def run_for_client(work: Awaitable[T], request: Request, timeout_s: float) -> T:
+    """Await `work` while the client is there and the server's timeout has not passed; cancel it otherwise.
+
+    Raises:
+        RequestTimeoutError: past `timeout_s`. ClientDisconnected: the client left.
+    """
+    task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
@@ -123,7 +138,6 @@ async def collect(streams: ChoiceStreams, request: Request, timeout_s: float) ->
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await streams.cancel()
 
 
 ChunkMaker = Callable[[int, GenerationOutput], list[dict]]

@@ -9,23 +9,20 @@ applies; a request that times out or whose client leaves drops its rows that hav
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 
 from fastapi import Request
 
 from prefixtune.serve.api.deps import Access, ApiSettings
-from prefixtune.serve.api.errors import ClientDisconnected, RequestTimeoutError
 from prefixtune.serve.api.protocol_classify import (
     ClassificationData,
     ClassificationRequest,
     ClassificationResponse,
     ClassificationUsage,
 )
-from prefixtune.serve.api.serving import DISCONNECT_POLL_S
-from prefixtune.serve.engine.messages import Classification, ClassifyRequest
+from prefixtune.serve.api.serving import run_for_client
+from prefixtune.serve.engine.messages import ClassifyRequest
 from prefixtune.serve.engine.protocol import Engine
 from prefixtune.serve.errors import InvalidRequestError
 
@@ -57,7 +54,7 @@ async def create_classification(
     texts = _inputs(body, settings)
     inputs = tuple(tuple(engine.encode(t)) for t in texts)
     work = ClassifyRequest(uuid.uuid4().hex, inputs, adapter)
-    results = await _wait(engine.classify(work), request, settings.request_timeout_s)
+    results = await run_for_client(engine.classify(work), request, settings.request_timeout_s)
     data = [
         ClassificationData(index=i, label=r.label, probs=list(r.probs), num_classes=len(r.probs))
         for i, r in enumerate(results)
@@ -66,24 +63,3 @@ async def create_classification(
     return ClassificationResponse(
         model=body.model, data=data, usage=ClassificationUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
-
-
-async def _wait(call, request: Request, timeout_s: float) -> list[Classification]:
-    """Await the engine call; cancel it on timeout (504) or when the client leaves."""
-    task = asyncio.ensure_future(call)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=min(DISCONNECT_POLL_S, max(deadline - loop.time(), 0)))
-            if done:
-                return task.result()
-            if loop.time() >= deadline:
-                raise RequestTimeoutError(f"the request took longer than the server's timeout of {timeout_s:g} s")
-            if await request.is_disconnected():
-                raise ClientDisconnected
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
