@@ -51,18 +51,33 @@ class Contender:
     params: list[torch.nn.Parameter]
     loss: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # Per-parameter multipliers of each optimizer update (None: plain AdamW): the `scaled` lever.
+    update_scales: list[torch.Tensor] | None = None
 
 
-def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
-    """Our adapter `method` with m virtual tokens, initialized from the activations of `init_text`."""
+def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT, **overrides: object) -> Contender:
+    """Our adapter `method` with m virtual tokens, initialized from the activations of `init_text`;
+    `overrides` replace PrefixConfig fields (the quality levers: init, reparam_hidden, ...)."""
     model, tok = load_model("smollm2-135m")
-    config = pt.PrefixConfig(method=method, num_virtual_tokens=m, init="text", init_text=init_text, seed=seed)
+    fields = {"init": "text", "init_text": init_text, **overrides}
+    if fields["init"] != "text":
+        fields["init_text"] = None
+    config = pt.PrefixConfig(method=method, num_virtual_tokens=m, seed=seed, **fields)
     pm = pt.attach(model, config, tokenizer=tok)
     return Contender(
         params=pm.trainable_parameters(),
         loss=lambda b: pm(**b, adapter_names=["default"] * b["input_ids"].shape[0]).loss,
         logits=lambda ids, mask: pm(input_ids=ids, attention_mask=mask, adapter_names=["default"] * len(ids)).logits,
     )
+
+
+def ours_scaled(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
+    """Our adapter with every update multiplied by its vector's initial RMS: AdamW on P / rms(P_0), so each
+    layer's prefix moves by the same share of its own scale. SmolLM2's hidden states differ in scale by layer
+    and position (median RMS about 7, some positions above 10^4), keys/values much less (RMS 1.4-2.2)."""
+    contender = ours(method, m, seed, init_text)
+    contender.update_scales = [p.detach().float().pow(2).mean(-1, keepdim=True).sqrt() for p in contender.params]
+    return contender
 
 
 def peft_method(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
@@ -119,6 +134,11 @@ BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
     "peft-prefix": lambda m, s, text: peft_method("prefix", m, s, text),
     "peft-prompt": lambda m, s, text: peft_method("prompt", m, s, text),
     "peft-lora": lambda r, s, text: peft_lora(r, s, text),
+    # Levers on our `prefix` (issue 14): the same size, one change each.
+    "ours-prefix-mlp": lambda m, s, text: ours("prefix", m, s, text, reparam_hidden=512),
+    "ours-prefix-vocab": lambda m, s, text: ours("prefix", m, s, text, init="vocab"),
+    "ours-prefix-random": lambda m, s, text: ours("prefix", m, s, text, init="random"),
+    "ours-prefix-scaled": lambda m, s, text: ours_scaled("prefix", m, s, text),
 }
 
 
@@ -137,7 +157,12 @@ def train_and_score(contender: Contender, lr: float, data: dict, steps: int, bat
         loss = contender.loss(collate([data["train"][i] for i in rows]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(contender.params, 1.0)
+        before = None if contender.update_scales is None else [p.detach().clone() for p in contender.params]
         optimizer.step()
+        if before is not None:
+            with torch.no_grad():
+                for p, p0, scale in zip(contender.params, before, contender.update_scales, strict=True):
+                    p.copy_(p0 + (p - p0) * scale)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     result = {"params": sum(p.numel() for p in contender.params), "s_per_step": (time.perf_counter() - start) / steps}

@@ -43,7 +43,16 @@ from quality import BUILDERS, DEFAULT_LRS, load_task, train_and_score
 TASKS = ("rotten-tomatoes", "debates-2016")
 BUDGETS = (0.002, 0.007)
 METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
-SUITE_LRS = {**DEFAULT_LRS, "peft-lora": [5e-4, 2e-3]}
+# Levers: one change each to ours-prefix (bench/quality.py's BUILDERS say which).
+LEVERS = ("ours-prefix-mlp", "ours-prefix-vocab", "ours-prefix-random", "ours-prefix-scaled")
+SUITE_LRS = {
+    **DEFAULT_LRS,
+    "peft-lora": [5e-4, 2e-3],
+    "ours-prefix-mlp": [1e-4, 5e-4],  # an MLP trains at reparametrized rates (Li & Liang: 5e-5..1e-4)
+    "ours-prefix-vocab": DEFAULT_LRS["ours-prefix"],
+    "ours-prefix-random": DEFAULT_LRS["ours-prefix"],
+    "ours-prefix-scaled": [3e-3, 1e-2],  # relative to each vector's scale
+}
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
 
 
@@ -76,9 +85,14 @@ def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) 
         "ours-prompt": d,  # soft prompt: m x d
         "peft-prompt": d,
         "peft-lora": L * (2 * (d + d) + 2 * (d + d_kv)),  # A and B of q, o (d -> d) and k, v (d -> d_kv)
-    }[method]
+    }[base_method(method)]
     size = max(1, round(budget * geo.total / per_unit))
     return min(size, max_prompt_tokens) if method.endswith("prompt") else size
+
+
+def base_method(method: str) -> str:
+    """The method a lever varies (`ours-prefix-mlp` -> `ours-prefix`): its size rule applies."""
+    return "-".join(method.split("-")[:2])
 
 
 def task_init_text(data: dict) -> str:
@@ -189,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="shares of the model")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *LEVERS])
     parser.add_argument("--lrs", type=json.loads, default=SUITE_LRS, help="JSON: method -> list of lrs to sweep")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=100)
