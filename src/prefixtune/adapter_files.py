@@ -37,7 +37,7 @@ class AdapterFilesMixin:
             path,
             config=adapter.config,
             tensors=adapter.folded_state(),
-            geometry=self.geometry,
+            geometry=adapter.geometry,
             fingerprint=self.base_fingerprint(),
             metadata=self._metadata.get(self._resolve(name), {}),
             compiled=compiled,
@@ -57,7 +57,7 @@ class AdapterFilesMixin:
         self._check_new_name(name)
         cls = self.check_adapter_files(files, check_fingerprint=check_fingerprint)
         device = self.base_model.get_input_embeddings().weight.device
-        adapter = cls.from_folded(files.config, self.geometry, files.tensors)
+        adapter = cls.from_folded(files.config, self.adapter_geometry(files.config), files.tensors)
         if files.head is not None:
             adapter.task_head = TaskHead(files.head)
         self._insert(name, adapter.to(device), files.metadata)
@@ -87,7 +87,7 @@ class AdapterFilesMixin:
                     f"{files.path}: the adapter was made for another base model: {'; '.join(problems)}. "
                     "Use the base model it was trained on (or check_fingerprint=False to override)."
                 )
-        check_shapes(files, cls.expected_shapes(files.config, self.geometry))
+        check_shapes(files, cls.expected_shapes(files.config, self.adapter_geometry(files.config)))
         self._check_config(files.config, where=f"{files.path}: ")
         if files.config.train_head:
             check_head_shapes(files, {n: tuple(p.shape) for n, p in self.base_model.named_parameters()})

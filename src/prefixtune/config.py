@@ -18,6 +18,8 @@ Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may b
 METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
 INITS: tuple[str, ...] = ("random", "vocab", "text")
 POSITION_CONVENTIONS: tuple[str, ...] = ("shifted", "unshifted")
+# Encoder-decoders (T5, BART): the attention sites an adapter may give a prefix (issue 12, `core.hf.seq2seq`).
+SITES: tuple[str, ...] = ("encoder", "decoder", "cross")
 # The one adapter-name rule (PrefixModel, the serving registry, its adapter directories): safe as a path
 # component and in a URL. Matched with fullmatch, so "a\n" is refused ("$" would match before a newline).
 ADAPTER_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -86,8 +88,19 @@ class PrefixConfig:
         },
     )
     seed: int | None = field(default=None, metadata={"help": "Seed for the initialization (None: torch's RNG)."})
+    sites: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder-decoders (T5, BART) only: which attention sites get a prefix, any of encoder "
+            "(encoder self-attention), decoder (decoder self-attention), cross (cross-attention keys/values "
+            "prepended to the encoder outputs'); None: all three. Decoder-only models take None."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.sites, list | str):  # from JSON or a `key=value` flag
+            sites = (self.sites,) if isinstance(self.sites, str) else self.sites
+            object.__setattr__(self, "sites", tuple(s.strip() for part in sites for s in part.split(",") if s))
         problems = self.problems()
         if problems:
             raise ConfigError(problems, source="PrefixConfig")
@@ -118,11 +131,17 @@ class PrefixConfig:
                 f"position_convention={self.position_convention!r} is unknown; "
                 f"choose one of {', '.join(POSITION_CONVENTIONS)}"
             )
+        out += _site_problems(self.sites)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict of every field (`sites` only when set, so decoder-only adapter files stay as they were)."""
+        out = dataclasses.asdict(self)
+        if self.sites is None:
+            del out["sites"]
+        else:
+            out["sites"] = list(self.sites)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrefixConfig:
@@ -136,3 +155,15 @@ class PrefixConfig:
     def replace(self, **changes: Any) -> PrefixConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _site_problems(sites: tuple[str, ...] | None) -> list[str]:
+    """What is wrong with a choice of encoder-decoder sites (none when None: every site, or a decoder-only model)."""
+    if sites is None:
+        return []
+    problems = [f"site {s!r} is unknown; choose among {', '.join(SITES)}" for s in sites if s not in SITES]
+    if not sites:
+        problems.append(f"sites must name at least one of {', '.join(SITES)} (or be None for all three)")
+    if len(set(sites)) != len(sites):
+        problems.append(f"sites {list(sites)} name a site twice")
+    return problems

@@ -91,7 +91,7 @@ class PrefixModel(AdapterFilesMixin, nn.Module):
         self._check_config(config)
         device = self.base_model.get_input_embeddings().weight.device
         with torch.no_grad():
-            adapter = build_parametrization(config, self.base_model, self.geometry, self.tokenizer)
+            adapter = build_parametrization(config, self.base_model, self.adapter_geometry(config), self.tokenizer)
             if config.train_head:  # P-tuning v2: the adapter trains its own copy of the model's head
                 adapter.task_head = TaskHead.copy_of(self.base_model, head_names_for(self.base_model))
         self._insert(name, adapter.to(device), {})
@@ -303,6 +303,20 @@ class PrefixModel(AdapterFilesMixin, nn.Module):
 
     def gradient_checkpointing_disable(self) -> None:
         disable_checkpointing(self.base_model)
+
+    def adapter_geometry(self, config: PrefixConfig) -> ModelGeometry:
+        """The shapes an adapter with `config` has on this model: an encoder-decoder's slots of the sites it
+        uses (`config.sites`, default all three), or every layer of a decoder-only model.
+
+        Raises:
+            ConfigError: `sites` given for a decoder-only model.
+        """
+        if config.sites is not None and not self.geometry.sites:
+            raise ConfigError(
+                f"sites={list(config.sites)} applies to encoder-decoder models (T5, BART); "
+                f"{type(self.base_model).__name__} is decoder-only: leave sites unset"
+            )
+        return self.geometry.select(config.sites)
 
     # ----- internals ------------------------------------------------------------------------------------
     def _check_attached(self) -> None:

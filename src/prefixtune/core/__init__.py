@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         num_attention_heads,
         tied_weight_names,
     )
+    from prefixtune.core.hf.seq2seq import is_encoder_decoder
     from prefixtune.core.hf.task_head import encoder_output, head_parameter_names, run_head
     from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
     from prefixtune.core.positions import shifted_position_ids
@@ -65,6 +66,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "has_bidirectional_attention": ("prefixtune.core.hf.encoder", "has_bidirectional_attention"),
     "head_parameter_names": ("prefixtune.core.hf.task_head", "head_parameter_names"),
     "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
+    "is_encoder_decoder": ("prefixtune.core.hf.seq2seq", "is_encoder_decoder"),
     "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
     "max_positions": ("prefixtune.core.hf.layers", "max_positions"),
     "position_offset": ("prefixtune.core.hf.encoder", "position_offset"),
@@ -105,6 +107,7 @@ __all__ = [
     "has_absolute_positions",
     "has_bidirectional_attention",
     "head_parameter_names",
+    "is_encoder_decoder",
     "layer_input_states",
     "max_positions",
     "model_fingerprint",

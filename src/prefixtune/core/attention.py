@@ -65,7 +65,10 @@ class AttentionContext:
         batch = kwargs.pop("prefix_batch", None)
         if batch is None and capture is None:
             batch = current_prefix_batch()
-        return cls(layer_index(module), batch, capture)
+        layer = layer_index(module)
+        if batch is not None:  # an encoder-decoder's batch holds one PrefixBatch per site (`core.seq2seq_batch`)
+            batch, layer = batch.at(layer)
+        return cls(layer, batch, capture)
 
 
 def prefix_attention(
@@ -133,12 +136,16 @@ def attend(
     B, _, T_q, _ = query.shape
     T_kv = key.shape[2]
     pk, pv, pvalid = prefix_batch.layer(layer, B)  # (b, H_kv, M, D), (b, H_kv, M, D), (B, M)
+    # No mask means causal for a decoder, everything for an encoder or cross-attention (T5, BART set is_causal).
+    causal = bool(getattr(module, "is_causal", True))
+    if kwargs.get("position_bias") is not None:
+        # T5's relative position bias covers the real keys only: the prefix keys get none (issue 12).
+        bias = kwargs["position_bias"]  # (1|B, H, T_q, T_kv)
+        kwargs["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], pk.shape[2]), bias], dim=-1)
 
     def widened() -> torch.Tensor:
         """The real tokens' mask widened by the row's prefix columns: bool (B, 1, T_q, M + T_kv)."""
         prefix_allowed = pvalid[:, None, None, :].expand(B, 1, T_q, pvalid.shape[1])  # (B, 1, T_q, M)
-        # An encoder's attention is bidirectional: no mask there means every key, not a causal triangle.
-        causal = getattr(module, "is_causal", True)
         ctx_allowed = _allowed(attention_mask, B, T_q, T_kv, query.device, causal)  # (B, 1, T_q, T_kv)
         return torch.cat([prefix_allowed, ctx_allowed], dim=-1)
 
@@ -147,7 +154,7 @@ def attend(
     if (T_q == 1 or uses_store) and not any(kwargs.get(name) is not None for name in _SPLIT_UNSUPPORTED):
         # The split path's additive fp32 bias broadcasts over key/value heads and the query heads of a group.
         bias = prefix_batch.memo(
-            ("split", B, T_q, T_kv),
+            ("split", B, T_q, T_kv, causal),
             attention_mask,
             lambda: _to_additive(widened()[:, :, None], torch.float32),  # (B, 1, 1, T_q, M + T_kv)
         )
@@ -155,7 +162,7 @@ def attend(
 
     # Every layer of a forward gets the same mask object, so the widened mask is built once per forward.
     mask = prefix_batch.memo(
-        ("cat", B, T_q, T_kv, mask_is_additive, query.dtype),
+        ("cat", B, T_q, T_kv, mask_is_additive, query.dtype, causal),
         attention_mask,
         lambda: _to_additive(widened(), query.dtype) if mask_is_additive else widened(),
     )

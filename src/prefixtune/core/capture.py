@@ -22,6 +22,7 @@ from torch import nn
 from prefixtune.core.hf import checkpointing
 from prefixtune.core.hf.attention import install
 from prefixtune.core.hf.layers import decoder_layers, num_layers
+from prefixtune.core.hf.seq2seq import input_layers, is_encoder_decoder, slot_sites
 from prefixtune.errors import UnsupportedModelError
 
 
@@ -87,7 +88,7 @@ def _add_layer_input_hooks(model: nn.Module) -> None:
     with _HOOKS_LOCK:
         count, undo = _HOOKS.get(model, (0, []))
         if count == 0:
-            for i, layer in enumerate(decoder_layers(model)):
+            for i, layer in enumerate(_input_layers(model)):
                 handle = layer.register_forward_pre_hook(_swap_input(i), with_kwargs=True)
                 own = layer.__dict__.get("forward", _NO_FORWARD)  # a wrapper already in place, if any
                 layer.forward = functools.partial(_forward_ending_early, layer.forward)
@@ -155,18 +156,28 @@ def capture_kv(
     if layer_inputs is not None and layer_inputs.shape[2] != T:
         raise ValueError(f"layer_inputs cover {layer_inputs.shape[2]} positions, the inputs {T}")
     install(model)
-    L = num_layers(model)
     device = model.get_input_embeddings().weight.device
-    capture = KVCapture(L, layer_only=layer_inputs is not None)
-    position_ids = torch.arange(T, device=device)[None]
     kwargs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    if is_encoder_decoder(model):
+        # Every slot (encoder, decoder, cross): the same inputs feed the encoder and the decoder, positions are
+        # the model's own (0..T-1). Whole layers run: T5's layers must return their position bias.
+        L = len(slot_sites(model))
+        capture = KVCapture(L)
+        kwargs.update({f"decoder_{name}": value for name, value in kwargs.items()})
+        position_ids = None
+    else:
+        L = num_layers(model)
+        capture = KVCapture(L, layer_only=layer_inputs is not None)
+        position_ids = torch.arange(T, device=device)[None]
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
     try:
         with checkpointing.suspended(model):
             if layer_inputs is not None:
                 with _replace_layer_inputs(model, layer_inputs):
-                    model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
+                    model(**kwargs, use_cache=False, kv_capture=capture)
             else:
-                model(**kwargs, position_ids=position_ids, use_cache=False, kv_capture=capture)
+                model(**kwargs, use_cache=False, kv_capture=capture)
     except _CaptureComplete:
         pass
     if any(k is None for k in capture.keys):
@@ -180,8 +191,20 @@ def capture_kv(
     return tuple(capture.keys), tuple(capture.values)  # type: ignore[arg-type]
 
 
+def _input_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers a hidden-state prefix enters: the decoder's, or an encoder-decoder's encoder then decoder layers."""
+    return input_layers(model) if is_encoder_decoder(model) else list(decoder_layers(model))
+
+
 def layer_input_states(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """The hidden states each decoder layer receives for `input_ids` (B, T): (B, L, T, d)."""
+    """The hidden states each layer of `_input_layers` receives for `input_ids` (B, T): (B, L, T, d).
+
+    An encoder-decoder gets `input_ids` as both its encoder and its decoder input.
+    """
+    if is_encoder_decoder(model):
+        out = model(input_ids=input_ids, decoder_input_ids=input_ids, output_hidden_states=True, use_cache=False)
+        L_enc, L_dec = len(out.encoder_hidden_states) - 1, len(out.decoder_hidden_states) - 1
+        return torch.stack([*out.encoder_hidden_states[:L_enc], *out.decoder_hidden_states[:L_dec]], dim=1)
     L = num_layers(model)
     out = model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
     # hidden_states[l] is the input of layer l for l < L (transformers convention)

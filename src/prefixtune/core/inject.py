@@ -17,9 +17,11 @@ from torch import nn
 
 from prefixtune.config import POSITION_CONVENTIONS
 from prefixtune.core.hf.attention import PREFIX, install
+from prefixtune.core.hf.seq2seq import is_encoder_decoder
 from prefixtune.core.positions import real_position_ids
 from prefixtune.core.prefix_batch import KVStore, PrefixBatch
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core.seq2seq_batch import seq2seq_forward
 
 __all__ = [
     "KVStore",
@@ -102,6 +104,18 @@ def prefix_forward(
     Returns:
         The model's output (`.logits` (B, T, V), `.loss` when labels are given).
     """
+    if is_encoder_decoder(model):  # three sites, no position shift (core.seq2seq_batch)
+        return seq2seq_forward(
+            model,
+            input_ids,
+            prefix_kvs=prefix_kvs,
+            prefix_batch=prefix_batch,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            kv_store=kv_store,
+            position_ids=position_ids,
+            **kwargs,
+        )
     ref = input_ids if input_ids is not None else inputs_embeds
     B, T = ref.shape[0], ref.shape[1]
     if (prefix_kvs is None) == (prefix_batch is None):

@@ -144,6 +144,11 @@ class PrefixBatch:
             values.append(v.to(device=device, dtype=dtype))
         return cls(tuple(keys), tuple(values), valid, lengths, store)
 
+    def at(self, layer_idx: int) -> tuple[PrefixBatch, int]:
+        """The batch and layer index one attention module reads (itself; an encoder-decoder's per-site batch
+        maps its slots to sites, see `core.seq2seq_batch`)."""
+        return self, layer_idx
+
     def memo(self, key: tuple, mask: torch.Tensor | None, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         """`build()`, reused while the same `mask` object and `key` come back.
 

@@ -32,6 +32,8 @@ class PrefixKV:
         fingerprint: the base model it was compiled on (see `core.fingerprint`), or None if unknown.
         prompt_embeddings: (m, d), only for a soft prompt on a bidirectional encoder (see the module
             docstring); keys and values are then empty tuples.
+        sites: encoder-decoders: the attention site ("encoder", "decoder", "cross") of every entry of `keys`,
+            in the model's slot order (`core.hf.seq2seq`); None for a decoder-only model (one per layer).
     """
 
     keys: tuple[torch.Tensor, ...]
@@ -40,8 +42,11 @@ class PrefixKV:
     position_convention: str = "shifted"
     fingerprint: dict[str, Any] | None = None
     prompt_embeddings: torch.Tensor | None = None
+    sites: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.sites is not None and len(self.sites) != len(self.keys):
+            raise ValueError(f"PrefixKV has {len(self.keys)} layers but {len(self.sites)} site names")
         if self.prompt_embeddings is not None:
             if self.keys or self.values or self.prompt_embeddings.ndim != 2:
                 raise ValueError("a PrefixKV with prompt_embeddings (m, d) has no keys or values")
@@ -74,6 +79,20 @@ class PrefixKV:
     @property
     def num_layers(self) -> int:
         return len(self.keys)
+
+    def site(self, name: str) -> PrefixKV | None:
+        """The entries of one attention site as a PrefixKV of its own (None when this prefix has none there)."""
+        if self.sites is None:
+            raise ValueError("this PrefixKV belongs to a decoder-only model; it has no sites")
+        keep = [i for i, s in enumerate(self.sites) if s == name]
+        if not keep:
+            return None
+        return replace(
+            self,
+            keys=tuple(self.keys[i] for i in keep),
+            values=tuple(self.values[i] for i in keep),
+            sites=(name,) * len(keep),
+        )
 
     @property
     def nbytes(self) -> int:

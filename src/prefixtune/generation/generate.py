@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from prefixtune.core.inject import prepare_prefix_inputs
+from prefixtune.core import is_encoder_decoder
+from prefixtune.core.inject import ensure_installed, prepare_prefix_inputs
 from prefixtune.core.prefix_batch import active_prefix_batch
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core.seq2seq_batch import build_site_batch
 
 
 @torch.no_grad()
@@ -31,13 +33,17 @@ def generate_with_prefixes(
 
     Args:
         model: a transformers causal LM.
-        input_ids: (B, T), left-padded.
+        input_ids: (B, T), left-padded (an encoder-decoder's encoder input: either padding side).
         attention_mask: (B, T) or None (all ones).
         prefix_kvs: one PrefixKV or None per row.
         **generate_kwargs: anything `generate` takes (max_new_tokens, do_sample, num_beams, ...).
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    if is_encoder_decoder(model):  # the prompt is the encoder input; positions are the model's own
+        ensure_installed(model)
+        with active_prefix_batch(build_site_batch(model, prefix_kvs)):
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
     batch, position_ids = prepare_prefix_inputs(model, prefix_kvs, attention_mask)
     generate_kwargs.setdefault("pad_token_id", _pad_id(model))
     with active_prefix_batch(batch):

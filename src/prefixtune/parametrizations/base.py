@@ -20,6 +20,7 @@ from torch import nn
 from prefixtune.config import PrefixConfig
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
+from prefixtune.core.reference_seq2seq import SitePrefixes
 from prefixtune.errors import ConfigError
 from prefixtune.parametrizations.peft_types import PREFIX_TUNING, PROMPT_TUNING
 from prefixtune.parametrizations.task_head import TaskHead
@@ -185,6 +186,15 @@ class Parametrization(nn.Module):
         """
         raise ConfigError(f"method {self.method!r} has no literal reference path")
 
+    def site_prefixes(self) -> SitePrefixes:
+        """Encoder-decoders: the adapter's prefixes per attention site, for the literal reference path
+        (`core.reference_seq2seq`).
+
+        Raises:
+            ConfigError: the method has no encoder-decoder form.
+        """
+        raise ConfigError(f"method {self.method!r} has no encoder-decoder reference path")
+
     # ----- shared helpers ---------------------------------------------------------------------------------
     @property
     def num_virtual_tokens(self) -> int:
@@ -197,4 +207,5 @@ class Parametrization(nn.Module):
             method=self.method,
             position_convention=self.config.position_convention,
             fingerprint=fingerprint,
+            sites=self.geometry.sites or None,
         )

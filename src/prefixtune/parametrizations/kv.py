@@ -17,6 +17,8 @@ from prefixtune.core.capture import capture_kv
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.core.reference import reference_kv_logits
+from prefixtune.core.reference_seq2seq import SitePrefixes
+from prefixtune.core.seq2seq_capture import pick_sites
 from prefixtune.parametrizations.base import PREFIX_TUNING, Parametrization, PeftTensors
 from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
@@ -65,6 +67,8 @@ class KVPrefix(Parametrization):
         probe = config if config.init != "random" else config.replace(init="vocab")
         with torch.no_grad():
             keys, values = capture_kv(model, input_ids=init_token_ids(probe, model, tokenizer, rng))
+        if geometry.sites:  # an encoder-decoder: the slots of the adapter's sites only
+            keys, values = pick_sites(model, keys, geometry.sites), pick_sites(model, values, geometry.sites)
         keys = [k[0].float() for k in keys]
         values = [v[0].float() for v in values]
         if config.init == "random":
@@ -157,3 +161,13 @@ class KVPrefix(Parametrization):
             position_convention=self.config.position_convention,
             head_params=self.head_params(),
         )
+
+    def site_prefixes(self) -> SitePrefixes:
+        """Encoder-decoders: this adapter's keys/values per site, for the literal reference path."""
+        keys, values = self.layer_tensors()
+        kv: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for k, v, site in zip(keys, values, self.geometry.sites, strict=True):
+            kv.setdefault(site, ([], []))
+            kv[site][0].append(k)
+            kv[site][1].append(v)
+        return SitePrefixes(hidden={}, kv=kv)

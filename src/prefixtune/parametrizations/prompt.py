@@ -19,10 +19,19 @@ from prefixtune.core.capture import capture_kv
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.core.reference import reference_logits
+from prefixtune.errors import ConfigError
 from prefixtune.parametrizations.base import PREFIX_TUNING, PROMPT_TUNING, Parametrization, PeftTensors
 from prefixtune.parametrizations.hidden_checks import hidden_width_problem
 from prefixtune.parametrizations.init import embedding_scale, generator, init_token_ids, random_normal
 from prefixtune.parametrizations.registry import register
+
+# On an encoder-decoder the prompt would be encoder input: the bidirectional encoder lets it attend to the
+# input, so its keys/values depend on the input and it cannot compile to a fixed per-layer prefix (issue 12).
+_SEQ2SEQ = (
+    "method 'prompt' is not built for encoder-decoders: a soft prompt in front of the encoder input sees the "
+    "input (bidirectional attention), so it does not compile to per-layer keys/values; use method 'prefix' or "
+    "'kv' (sites=encoder for an encoder-side prefix)"
+)
 
 
 @register
@@ -43,6 +52,8 @@ class SoftPrompt(Parametrization):
 
     @classmethod
     def create(cls, config, model, geometry, tokenizer):
+        if geometry.sites:
+            raise ConfigError(_SEQ2SEQ)
         m, d = config.num_virtual_tokens, geometry.hidden_size
         like = torch.empty(0, dtype=torch.float32, device=model.get_input_embeddings().weight.device)
         rng = generator(config)
@@ -76,6 +87,8 @@ class SoftPrompt(Parametrization):
 
     @classmethod
     def from_folded(cls, config, geometry, tensors):
+        if geometry.sites:
+            raise ConfigError(_SEQ2SEQ)
         return cls(config, geometry, tensors["prompt"].float())
 
     @classmethod

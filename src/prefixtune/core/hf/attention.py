@@ -23,6 +23,7 @@ from prefixtune.core.attention import prefix_attention
 from prefixtune.core.hf.encoder import encoder_family
 from prefixtune.core.hf.encoder_prompt import add_prompt_hooks
 from prefixtune.core.hf.layers import decoder_layers
+from prefixtune.core.hf.seq2seq import attention_slots, is_encoder_decoder
 from prefixtune.errors import UnsupportedModelError
 
 PREFIX = "prefixtune_"
@@ -85,14 +86,18 @@ def install(model: nn.Module) -> None:
         )
     name = _register(base)
     configs = [c for c in _configs(model) if hasattr(c, "_attn_implementation")]
-    layers = decoder_layers(model)
     record = _Installed([(c, c._attn_implementation) for c in configs], [])
-    for idx, layer in enumerate(layers):
-        for sub in layer.modules():
-            if "Attention" in type(sub).__name__:
-                sub._prefixtune_layer_idx = idx
-    if is_encoder:
-        record.hooks = add_prompt_hooks(model, layers[-1])
+    if is_encoder_decoder(model):  # one slot per attention module: encoder, decoder, cross (core.hf.seq2seq)
+        for idx, (_, _, sub) in enumerate(attention_slots(model)):
+            sub._prefixtune_layer_idx = idx
+    else:
+        layers = decoder_layers(model)
+        for idx, layer in enumerate(layers):
+            for sub in layer.modules():
+                if "Attention" in type(sub).__name__:
+                    sub._prefixtune_layer_idx = idx
+        if is_encoder:
+            record.hooks = add_prompt_hooks(model, layers[-1])
     for config in configs:  # every (sub)config carrying the attribute, as set_attn_implementation does
         config._attn_implementation = name
     model._prefixtune_installed = record
