@@ -12,8 +12,8 @@ FAMILIES = ("t5", "bart")
 
 
 def make_seq2seq(kind: str, attn: str = "sdpa", seed: int = 0) -> transformers.PreTrainedModel:
-    """A tiny encoder-decoder: 't5' (relative position bias, 2 encoder / 3 decoder layers) or 'bart' (learned
-    positions). Dropout off, so training steps are deterministic."""
+    """A tiny encoder-decoder: 't5' (relative position bias, 2 + 2 layers) or 'bart' (learned
+    positions, 2 encoder + 3 decoder layers). Dropout off, so training steps are deterministic."""
     torch.manual_seed(seed)
     if kind == "t5":
         config = transformers.T5Config(
@@ -22,7 +22,7 @@ def make_seq2seq(kind: str, attn: str = "sdpa", seed: int = 0) -> transformers.P
             d_kv=8,
             d_ff=64,
             num_layers=2,
-            num_decoder_layers=3,
+            num_decoder_layers=2,  # generate sizes its cache by num_layers
             num_heads=4,
             relative_attention_num_buckets=8,
             relative_attention_max_distance=16,
