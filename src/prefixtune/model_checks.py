@@ -10,14 +10,30 @@ from __future__ import annotations
 from torch import nn
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core import has_absolute_positions, has_bidirectional_attention, head_parameter_names
+from prefixtune.core import (
+    has_absolute_positions,
+    has_bidirectional_attention,
+    head_parameter_names,
+    is_encoder_decoder,
+)
 from prefixtune.errors import ConfigError
+from prefixtune.parametrizations.registry import parametrization_class
 
 
 def model_config_problems(model: nn.Module, config: PrefixConfig) -> list[str]:
     """Every reason `model` cannot run an adapter configured as `config` (empty when it can)."""
     out = []
-    if config.position_convention == "unshifted" and not has_absolute_positions(model):
+    if is_encoder_decoder(model):
+        refusal = parametrization_class(config.method).encoder_decoder_problem
+        if refusal is not None:
+            return [refusal]
+        # T5 and BART: real tokens keep their positions and prefix keys have none (`core.seq2seq_batch`).
+        if config.position_convention != "unshifted":
+            out.append(
+                f"position_convention={config.position_convention!r} does not apply to encoder-decoders "
+                f"({type(model).__name__}): their real tokens keep their own positions ('unshifted')"
+            )
+    elif config.position_convention == "unshifted" and not has_absolute_positions(model):
         out.append(
             f"position_convention='unshifted' needs an encoder with learned absolute positions (BERT, RoBERTa); "
             f"{type(model).__name__} numbers real tokens after the prefix: use 'shifted'"
@@ -29,6 +45,15 @@ def model_config_problems(model: nn.Module, config: PrefixConfig) -> list[str]:
             "or set train_head=False"
         )
     return out
+
+
+def config_for_model(model: nn.Module, config: PrefixConfig) -> PrefixConfig:
+    """`config` as this model runs it: an encoder-decoder has one position convention, 'unshifted', so the
+    default 'shifted' is recorded as that (the adapter files then say what was run)."""
+    method = parametrization_class(config.method)
+    if is_encoder_decoder(model) and config.position_convention == "shifted" and method.encoder_decoder_problem is None:
+        return config.replace(position_convention="unshifted")
+    return config
 
 
 def head_names_for(model: nn.Module) -> list[str]:

@@ -32,7 +32,7 @@ from prefixtune.core.prefix_kv import PrefixKV
 from prefixtune.encoder_forward import encoder_forward
 from prefixtune.errors import AdapterNotFoundError, ConfigError, UnsupportedModelError
 from prefixtune.generation.generate import generate_with_prefixes
-from prefixtune.model_checks import head_names_for, model_config_problems
+from prefixtune.model_checks import config_for_model, head_names_for, model_config_problems
 from prefixtune.parametrizations import build_parametrization, parametrization_class
 from prefixtune.parametrizations.base import Parametrization
 from prefixtune.parametrizations.task_head import TaskHead
@@ -88,6 +88,7 @@ class PrefixModel(AdapterFilesMixin, nn.Module):
     def add_adapter(self, name: str, config: PrefixConfig) -> Parametrization:
         """Create a new, initialized adapter `name` (made active if it is the first)."""
         self._check_new_name(name)
+        config = config_for_model(self.base_model, config)
         self._check_config(config)
         device = self.base_model.get_input_embeddings().weight.device
         with torch.no_grad():

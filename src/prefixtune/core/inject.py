@@ -47,6 +47,10 @@ def build_prefix_batch(model: nn.Module, prefix_kvs: Sequence[PrefixKV | None]) 
     """
     ensure_installed(model)
     for kv in prefix_kvs:
+        if kv is not None and kv.sites is not None:
+            raise ValueError(
+                "a prefix compiled for an encoder-decoder (it has sites) cannot run on a decoder-only model"
+            )
         if kv is not None and kv.position_convention not in POSITION_CONVENTIONS:
             raise ValueError(f"position convention {kv.position_convention!r} is not supported")
     weight = model.get_input_embeddings().weight

@@ -5,7 +5,8 @@ layer l's keys and values, (num_key_value_heads, num_virtual_tokens, head_dim), 
 attention consumes them (norms, projections and rotary embedding already applied, at prefix positions
 0..m-1 for compiled "prefix"/"prompt" adapters; "kv" adapters are trained directly in that space). The
 safetensors header's string metadata records the pack version, layout, position convention, dtype, method
-and the base-model fingerprint. Writing is atomic; reading validates everything. Depends on core only.
+and the base-model fingerprint, and from version 2 the attention site of every entry (encoder-decoders:
+encoder, decoder, cross; `core.hf.seq2seq`). Writing is atomic; reading validates everything. Depends on core only.
 """
 
 from __future__ import annotations
@@ -26,13 +27,22 @@ from prefixtune.io.tensor_file import read_safetensors
 from prefixtune.version import __version__
 
 PACK_FORMAT = "prefixtune-kv-pack"
-PACK_VERSION = 1
+# Version 2 (issue 12) adds `sites`: the attention site of every entry of an encoder-decoder's pack. A
+# decoder-only pack is still written as version 1, unchanged, so version-1 readers keep reading it.
+PACK_VERSION = 2
+READ_VERSIONS: tuple[int, ...] = (1, 2)
+SITES_DESCRIPTION = (
+    "per entry l of keys/values, its attention site: encoder (encoder self-attention), decoder (decoder "
+    "self-attention) or cross (cross-attention: prepend to the keys/values of the encoder outputs); entries "
+    "of one site are that site's layers in order"
+)
 LAYOUT = "keys.{layer}, values.{layer}: (num_key_value_heads, num_virtual_tokens, head_dim)"
 KEY_POSITIONS = "as consumed by attention: no rotation or norm is to be applied; prefix slot i is position i"
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # What each convention asks of an engine, written into the pack so it is self-describing.
 CONVENTIONS: dict[str, str] = {
     "shifted": "real token j (0-based, padding not counted) has position num_virtual_tokens + j",
+    "unshifted": "real token j keeps the position it has without a prefix; the prefix slots have no position",
 }
 
 
@@ -102,6 +112,7 @@ def read_kv_pack(path: str | os.PathLike) -> KVPack:
             method=metadata["method"],
             position_convention=metadata["position_convention"],
             fingerprint=metadata.get("base_model_fingerprint"),
+            sites=metadata.get("sites"),
         )
     except (KeyError, ValueError) as exc:
         raise AdapterFormatError(f"{file}: layers are missing or malformed ({exc}); re-export the pack") from None
@@ -110,10 +121,11 @@ def read_kv_pack(path: str | os.PathLike) -> KVPack:
 
 def _header(kv: PrefixKV, dtype: str, adapter_name: str | None) -> dict[str, str]:
     """The safetensors header metadata (string values; structured ones as JSON)."""
-    return {
+    sites = {} if kv.sites is None else {"sites": json.dumps(list(kv.sites)), "sites_meaning": SITES_DESCRIPTION}
+    return sites | {
         "format": "pt",
         "pack_format": PACK_FORMAT,
-        "pack_version": str(PACK_VERSION),
+        "pack_version": "1" if kv.sites is None else str(PACK_VERSION),
         "producer": f"prefixtune {__version__}",
         "adapter_name": adapter_name or "",
         "method": kv.method,
@@ -132,10 +144,11 @@ def _header(kv: PrefixKV, dtype: str, adapter_name: str | None) -> dict[str, str
 def _decode(file: Path, header: dict[str, str]) -> dict[str, Any]:
     if header.get("pack_format") != PACK_FORMAT:
         raise AdapterFormatError(f"{file}: not a prefixtune KV pack (no pack_format={PACK_FORMAT!r} in its header)")
-    if header.get("pack_version") != str(PACK_VERSION):
+    if header.get("pack_version") not in {str(v) for v in READ_VERSIONS}:
         raise AdapterFormatError(
             f"{file}: KV pack version {header.get('pack_version')!r} is not supported by prefixtune {__version__} "
-            f"(it reads version {PACK_VERSION}; written by {header.get('producer', 'unknown')}); upgrade prefixtune"
+            f"(it reads versions {', '.join(map(str, READ_VERSIONS))}; written by "
+            f"{header.get('producer', 'unknown')}); upgrade prefixtune"
         )
     try:
         out: dict[str, Any] = dict(header)
@@ -144,6 +157,8 @@ def _decode(file: Path, header: dict[str, str]) -> dict[str, Any]:
         out["num_virtual_tokens"] = int(header["num_virtual_tokens"])
         out["kv_shapes"] = json.loads(header["kv_shapes"])
         out["base_model_fingerprint"] = json.loads(header.get("base_model_fingerprint") or "null")
+        if out["pack_version"] >= 2:  # version 2: the sites of an encoder-decoder's pack
+            out["sites"] = tuple(json.loads(header["sites"]))
     except (KeyError, ValueError) as exc:
         raise AdapterFormatError(f"{file}: KV pack header is incomplete or malformed ({exc})") from None
     return out

@@ -60,6 +60,7 @@ class Parametrization(nn.Module):
         peft_export_types: PEFT types it exports to exactly, the default first. Every method compiles to
             per-layer keys/values, which PEFT's PREFIX_TUNING stores as they are.
         peft_import_type: the PEFT type read as this method, or None.
+        encoder_decoder_problem: None when the method runs on encoder-decoders (T5, BART), else why not.
         compiles_without_model: whether `compile` never uses the base model (its stored tensors already are
             the keys/values), so a saved adapter compiles from its files alone: `convert --to peft` and
             `export-kv` then need no base model.
@@ -72,6 +73,7 @@ class Parametrization(nn.Module):
     peft_export_types: ClassVar[tuple[str, ...]] = (PREFIX_TUNING,)
     peft_import_type: ClassVar[str | None] = None
     compiles_without_model: ClassVar[bool] = False
+    encoder_decoder_problem: ClassVar[str | None] = None  # why the method cannot run on T5/BART, if it cannot
 
     def __init__(self, config: PrefixConfig, geometry: ModelGeometry) -> None:
         super().__init__()

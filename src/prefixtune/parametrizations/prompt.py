@@ -45,6 +45,7 @@ class SoftPrompt(Parametrization):
     # PROMPT_TUNING by default: smaller, and what users of prompts expect.
     peft_export_types = (PROMPT_TUNING, PREFIX_TUNING)
     peft_import_type = PROMPT_TUNING
+    encoder_decoder_problem = _SEQ2SEQ
 
     def __init__(self, config: PrefixConfig, geometry: ModelGeometry, prompt: torch.Tensor) -> None:
         super().__init__(config, geometry)
