@@ -29,7 +29,7 @@ def make_seq2seq(kind: str, attn: str = "sdpa", seed: int = 0) -> transformers.P
             dropout_rate=0.0,
             decoder_start_token_id=0,
             pad_token_id=0,
-            eos_token_id=1,
+            eos_token_id=2,  # the ids of tests/train's character tokenizer: <pad> 0, <s> 1, </s> 2
         )
         model = transformers.T5ForConditionalGeneration(config)
     elif kind == "bart":
@@ -46,8 +46,8 @@ def make_seq2seq(kind: str, attn: str = "sdpa", seed: int = 0) -> transformers.P
             dropout=0.0,
             attention_dropout=0.0,
             activation_dropout=0.0,
-            pad_token_id=1,
-            bos_token_id=0,
+            pad_token_id=0,
+            bos_token_id=1,
             eos_token_id=2,
             decoder_start_token_id=2,
             forced_eos_token_id=None,
@@ -83,3 +83,12 @@ def seq2seq_batch(B: int = 3, n: int = 7, n_dec: int = 5, padding: str = "right"
             mask[r, :pad] = 0
         dmask[r, n_dec - min(r, n_dec - 1) :] = 0
     return ids, mask, dec, dmask
+
+
+def save_tiny_seq2seq(kind: str, directory):
+    """A tiny random encoder-decoder with tests/train's character tokenizer, saved as an HF directory."""
+    from tests.train.conftest import make_tokenizer
+
+    make_seq2seq(kind).save_pretrained(directory)
+    make_tokenizer().save_pretrained(directory)
+    return directory

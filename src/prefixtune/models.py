@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from prefixtune.core import tied_weight_names
@@ -114,7 +114,7 @@ def load_base_model(name_or_path: str | os.PathLike[str], dtype: torch.dtype = t
     path = Path(key).expanduser()
     if key not in BUILTIN_MODELS and path.is_dir():
         _require_config(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = _auto_class(path).from_pretrained(path, dtype=dtype)
     else:
         model, _ = load_model(name_or_path, dtype)
     return model.eval()
@@ -147,6 +147,13 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.padding_side = "left"
 
 
+def _auto_class(path: Path) -> type:
+    """The transformers auto class for a directory: an encoder-decoder (T5, BART) is a seq2seq LM."""
+    if getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False):
+        return AutoModelForSeq2SeqLM
+    return AutoModelForCausalLM
+
+
 def _require_config(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise ConfigError(f"{path} has no config.json; give a Hugging Face model directory or a .gguf file")
@@ -161,7 +168,7 @@ def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTr
             f"{path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}); this command needs a tokenizer: "
             "save one into the directory with `tokenizer.save_pretrained(dir)`"
         )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = _auto_class(path).from_pretrained(path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
 

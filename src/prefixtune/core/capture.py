@@ -186,7 +186,7 @@ def capture_kv(
         raise UnsupportedModelError(
             f"{type(model).__name__}: {sum(k is None for k in capture.keys)} of {L} layers' attention does not go "
             "through transformers' AttentionInterface, so no prefix can reach it; prefixtune supports decoder-only "
-            "causal LMs and the encoders bert, roberta and modernbert"
+            "causal LMs, the encoders bert, roberta and modernbert, and the encoder-decoders T5 and BART"
         )
     return tuple(capture.keys), tuple(capture.values)  # type: ignore[arg-type]
 

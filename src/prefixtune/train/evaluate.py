@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from prefixtune.core import has_bidirectional_attention
+from prefixtune.core import has_bidirectional_attention, is_encoder_decoder
 from prefixtune.core.positions import shifted_position_ids
 from prefixtune.train.collate import pad_prompts
 from prefixtune.train.data import encode_prompt
@@ -31,6 +31,7 @@ from prefixtune.train.metrics import (
     macro_f1,
     score_options,
 )
+from prefixtune.train.seq2seq import check_task
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class EvalResult:
 
 def _is_bare(model: Any) -> bool:
     return isinstance(model, PreTrainedModel)
+
+
+def _base(model: Any) -> Any:
+    return model if _is_bare(model) else model.base_model
 
 
 def logits_fn_for(model: Any, adapter_name: str | None) -> LogitsFn:
@@ -117,7 +122,8 @@ def generate_texts(
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
         )
-        width = batch["input_ids"].shape[1]
+        # A causal LM returns prompt + continuation; an encoder-decoder only the decoder's tokens.
+        width = 0 if is_encoder_decoder(_base(model)) else batch["input_ids"].shape[1]
         for row, seq in zip(rows, ids[:, width:], strict=True):
             out[row] = tokenizer.decode(seq, skip_special_tokens=True).strip()
     return out
@@ -160,6 +166,8 @@ def evaluate(
         `EvalResult`: classification gives `accuracy`, `macro_f1`, `n` (token classification: over tagged
         words); generation gives `exact_match`, `bleu` (0-100), `rougeL` (0-1), `n`.
     """
+    if is_encoder_decoder(_base(model)):
+        check_task(fmt)  # encoder-decoders generate completions; they do not score options
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()

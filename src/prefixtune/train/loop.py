@@ -192,7 +192,8 @@ class Trainer:
                 torch.manual_seed(micro_batch_seed(cfg.seed, first + a, acc.process_index))  # dropout, if any
                 names = [self.name] * batch["input_ids"].shape[0]
                 with self._sync(a), acc.autocast():
-                    out = self.model(batch["input_ids"], batch["attention_mask"], adapter_names=names)
+                    decoder = {k: v for k, v in batch.items() if k.startswith("decoder_")}  # encoder-decoders
+                    out = self.model(batch["input_ids"], batch["attention_mask"], adapter_names=names, **decoder)
                     total = self.objective.loss_sum(out, batch)
                     acc.backward(total * scale)
                 loss_sum += total.detach().float().item()

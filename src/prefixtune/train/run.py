@@ -24,7 +24,7 @@ from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_write_text, remove_stale_temporaries
 from prefixtune.models import load_model
 from prefixtune.train.config import TrainConfig
-from prefixtune.train.data import SkipReport, encode_examples, keep_valid, parse_records, resolve_task_format
+from prefixtune.train.data import SkipReport, keep_valid, parse_records, resolve_task_format
 from prefixtune.train.datasets import builtin_format, is_builtin, load_records
 from prefixtune.train.encoder_data import encode_for_head, head_for
 from prefixtune.train.formats import Example, TaskFormat
@@ -33,6 +33,7 @@ from prefixtune.train.metric_log import JsonlMetricLogger, read_metrics
 from prefixtune.train.objective import HeadObjective, Objective
 from prefixtune.train.plot import plot_curves
 from prefixtune.train.progress import ProgressCallback
+from prefixtune.train.seq2seq import encode_train_set
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def run_training(
         pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
         data = load_task_data(config, tokenizer)
         skips = data.skips if config.skip_invalid else None
-        train_set, objective = encode_examples(data.train, tokenizer, config.max_length, skips), None
+        train_set, objective = encode_train_set(pm.base_model, data, tokenizer, config.max_length, skips)
     pm.to(accelerator.device)
     if data.skips.count:
         logger.warning("%s", data.skips.summary())
