@@ -1,8 +1,8 @@
 """`prefixtune inspect ADAPTER`: what an adapter directory holds, without loading any model.
 
 One job: read the adapter files and describe them: method, m, layers, parameter count, per-layer norms,
-position convention, base-model fingerprint, what was trained and where it enters the model, and the task
-format recorded by `prefixtune train`. `--json` prints the same as one JSON object.
+position convention, an encoder-decoder's attention sites, base-model fingerprint, what was trained and where
+it enters the model, and the task format recorded by `prefixtune train`. `--json` prints the same as one JSON object.
 """
 
 from __future__ import annotations
@@ -50,6 +50,16 @@ def per_layer_norms(method: str, tensors: dict[str, torch.Tensor]) -> list[float
     return [float(torch.linalg.vector_norm(torch.cat([t.flatten() for t in tensors.values()])))]
 
 
+def site_counts(slot_sites: list[str] | None) -> dict[str, int] | None:
+    """Encoder-decoder adapters: site -> layers it covers (the slots' sites in adapter_config.json); None else."""
+    if not slot_sites:
+        return None
+    counts: dict[str, int] = {}
+    for site in slot_sites:
+        counts[site] = counts.get(site, 0) + 1
+    return counts
+
+
 def describe(path: str) -> dict[str, Any]:
     """The adapter's description as a JSON-ready dict."""
     from prefixtune.io.peft_import import read_adapter_files
@@ -74,6 +84,7 @@ def describe(path: str) -> dict[str, Any]:
         "train_head": cfg.train_head,
         "head": {k: list(t.shape) for k, t in (files.head or {}).items()},
         "position_convention": cfg.position_convention,
+        "sites": site_counts(raw.get("slot_sites")),
         "init": cfg.init,
         "reparam_hidden_during_training": cfg.reparam_hidden,
         "trains": cls.trains + ("; and its own copy of the model's task head" if cfg.train_head else ""),
@@ -110,6 +121,7 @@ def _text(info: dict[str, Any]) -> str:
         ("trains", info["trains"]),
         ("injected", info["injected"]),
         ("position convention", info["position_convention"]),
+        *([("sites", ", ".join(f"{k} ({n} layers)" for k, n in info["sites"].items()))] if info["sites"] else []),
         ("init", info["init"]),
         ("per-layer norms", f"[{shown}] (min {min(norms):.3g}, max {max(norms):.3g})"),
         ("base model", ", ".join(f"{k}={v}" for k, v in fingerprint.items()) or "unknown"),

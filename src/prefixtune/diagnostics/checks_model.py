@@ -48,6 +48,20 @@ def check_layers(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     ]
 
 
+def check_sites(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
+    """The adapter names encoder-decoder sites, but the model is decoder-only."""
+    if adapter.sites is None or facts.geometry.sites:
+        return []
+    return [
+        Finding(
+            "sites_mismatch",
+            f"the adapter covers the encoder-decoder sites {', '.join(adapter.sites)}, but "
+            f"{type(facts.model).__name__} is decoder-only",
+            "use the encoder-decoder (T5, BART) the adapter was trained on",
+        )
+    ]
+
+
 def check_width(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     """The adapter's vectors do not have the model's width (hidden size, or key/value heads x head size)."""
     problem = adapter.method_class.width_problem(adapter.tensors, facts.geometry)

@@ -7,7 +7,9 @@ checks that need the shapes to agree run only when they do (a shape finding is r
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,7 @@ from prefixtune.diagnostics.raw_adapter import RawAdapter, read_raw_adapter
 Check = Callable[[RawAdapter, ModelFacts], list[Finding]]
 
 # Shape checks first: when they find something, the value checks that need the model's shapes are skipped.
-SHAPE_CHECKS: list[Check] = [checks_model.check_layers, checks_model.check_width]
+SHAPE_CHECKS: list[Check] = [checks_model.check_sites, checks_model.check_layers, checks_model.check_width]
 CHECKS: list[Check] = [
     checks_model.check_fingerprint,
     checks_model.check_positions,
@@ -48,6 +50,8 @@ def run_doctor(model: nn.Module, adapter_path: str | os.PathLike) -> DoctorRepor
     """
     adapter = read_raw_adapter(adapter_path)
     facts = ModelFacts.read(model)
+    # An encoder-decoder adapter covers the slots of its sites only (`ModelGeometry.select`).
+    facts = dataclasses.replace(facts, geometry=facts.geometry.select(adapter.sites))
     findings = [f for check in SHAPE_CHECKS for f in check(adapter, facts)]
     shapes_agree = not findings
     findings += [f for check in CHECKS for f in check(adapter, facts)]
@@ -71,4 +75,10 @@ def _facts(adapter: RawAdapter, facts: ModelFacts) -> dict[str, Any]:
         "model_layers": facts.geometry.num_layers,
         "model_hidden_size": facts.geometry.hidden_size,
         "model_kv_shapes": [list(s) for s in facts.geometry.kv_shapes],
+        **({"sites": site_layers(facts.geometry.sites)} if facts.geometry.sites else {}),
     }
+
+
+def site_layers(sites: tuple[str, ...]) -> dict[str, int]:
+    """Site -> number of layers, for an encoder-decoder geometry's per-slot sites."""
+    return dict(Counter(sites))

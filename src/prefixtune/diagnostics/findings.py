@@ -19,6 +19,7 @@ CODES: dict[str, str] = {
     "embedding_only": "a 'prefix' adapter that only acts at the embedding layer: it is prompt tuning",
     "position_convention": "a position convention the model cannot use",
     "head_mismatch": "an encoder adapter's own task head does not fit the model's head (class or label count)",
+    "sites_mismatch": "encoder-decoder attention sites on a model that has none (a decoder-only model)",
 }
 
 

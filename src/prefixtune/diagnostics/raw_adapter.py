@@ -40,6 +40,8 @@ class RawAdapter:
         tensors: the trained tensors under the method's names (`Parametrization.expected_shapes`), as stored.
         extra: other stored tensors (compiled keys/values), checked for NaN/Inf only.
         head: the adapter's own task head (`train_head`, head.safetensors) by model parameter names, or None.
+        sites: encoder-decoder adapters: the attention sites it covers as recorded (None: all three, or a
+            decoder-only adapter).
     """
 
     path: Path
@@ -51,6 +53,7 @@ class RawAdapter:
     tensors: dict[str, torch.Tensor]
     extra: dict[str, torch.Tensor]
     head: dict[str, torch.Tensor] | None = None
+    sites: tuple[str, ...] | None = None
 
     @property
     def method_class(self) -> type[Parametrization]:
@@ -107,6 +110,7 @@ def _read_ours(root: Path) -> RawAdapter:
         tensors=tensors,
         extra={k: v for k, v in stored.items() if k.startswith(COMPILED_PREFIX)},
         head=_read_head(root) if config.get("train_head") else None,
+        sites=tuple(config["sites"]) if isinstance(config.get("sites"), list) else None,
     )
 
 

@@ -85,6 +85,7 @@ def save_adapter_dir(
         "num_layers": geometry.num_layers,
         "hidden_size": geometry.hidden_size,
         "kv_shapes": [list(s) for s in geometry.kv_shapes],
+        **({"slot_sites": list(geometry.sites)} if geometry.sites else {}),  # encoder-decoders: each slot's site
         "num_parameters": sum(t.numel() for k, t in tensors.items()),
         "base_model_fingerprint": fingerprint,
         "metadata": metadata or {},

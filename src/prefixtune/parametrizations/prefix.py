@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from prefixtune.config import PrefixConfig
+from prefixtune.core import is_encoder_decoder
 from prefixtune.core.capture import capture_kv, layer_input_states
 from prefixtune.core.geometry import ModelGeometry
 from prefixtune.core.prefix_kv import PrefixKV
@@ -135,7 +136,7 @@ class HiddenStatePrefix(Parametrization):
 
     @classmethod
     def diagnose(cls, tensors: dict[str, torch.Tensor], model: nn.Module) -> list[Observation]:
-        if "prefix" not in tensors:
+        if "prefix" not in tensors or is_encoder_decoder(model):  # the check runs a causal LM's layers
             return []
         return hidden_checks.embedding_only(tensors["prefix"], model)
 
