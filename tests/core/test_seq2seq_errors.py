@@ -52,3 +52,12 @@ def test_position_convention_is_recorded_as_unshifted() -> None:
     pm = pt.attach(make_seq2seq("bart"), pt.PrefixConfig(method="kv", num_virtual_tokens=2))
     assert pm.adapter_config().position_convention == "unshifted"
     assert pm.compile().position_convention == "unshifted"
+
+
+def test_peft_export_is_refused_with_what_to_do(tmp_path) -> None:
+    from prefixtune.io.peft_export import export_peft
+
+    pm = pt.attach(make_seq2seq("t5"), pt.PrefixConfig(method="kv", num_virtual_tokens=2))
+    with pytest.raises(pt.ConfigError, match=r"cannot be expressed in PEFT.*export a KV pack"):
+        export_peft(pm, tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()

@@ -76,6 +76,8 @@ def install(model: nn.Module) -> None:
             an unsupported family.
     """
     if is_installed(model):
+        if is_encoder_decoder(model):  # a config shared with an installed twin: this model's slots need numbers
+            _number_slots(model)
         return
     is_encoder = encoder_family(model) is not None  # refuses unsupported encoders before changing anything
     base = base_implementation(model)
@@ -87,9 +89,8 @@ def install(model: nn.Module) -> None:
     name = _register(base)
     configs = [c for c in _configs(model) if hasattr(c, "_attn_implementation")]
     record = _Installed([(c, c._attn_implementation) for c in configs], [])
-    if is_encoder_decoder(model):  # one slot per attention module: encoder, decoder, cross (core.hf.seq2seq)
-        for idx, (_, _, sub) in enumerate(attention_slots(model)):
-            sub._prefixtune_layer_idx = idx
+    if is_encoder_decoder(model):
+        _number_slots(model)
     else:
         layers = decoder_layers(model)
         for idx, layer in enumerate(layers):
@@ -101,6 +102,12 @@ def install(model: nn.Module) -> None:
     for config in configs:  # every (sub)config carrying the attribute, as set_attn_implementation does
         config._attn_implementation = name
     model._prefixtune_installed = record
+
+
+def _number_slots(model: nn.Module) -> None:
+    """An encoder-decoder: one slot number per attention module, encoder, decoder, cross (`core.hf.seq2seq`)."""
+    for idx, (_, _, sub) in enumerate(attention_slots(model)):
+        sub._prefixtune_layer_idx = idx
 
 
 def is_installed(model: nn.Module) -> bool:
