@@ -195,3 +195,11 @@ def test_an_encoder_head_that_does_not_fit(tmp_path: Path) -> None:
     findings = run_doctor(make_encoder("bert", "seq", num_labels=2), directory).findings
     assert [f.code for f in findings] == ["head_mismatch"]
     assert "classifier.bias (3,) vs (2,)" in findings[0].message
+
+
+def test_sites_on_a_decoder_only_model(tmp_path: Path) -> None:
+    from tests.diagnostics.test_seq2seq_doctor import saved_seq2seq
+
+    findings = run_doctor(make_model("gpt2"), saved_seq2seq(tmp_path)).findings
+    assert [f.code for f in findings][:1] == ["sites_mismatch"]
+    assert "decoder-only" in findings[0].message

@@ -62,6 +62,15 @@ def check_sites(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     ]
 
 
+def _seq2seq_convention(convention: str) -> Finding:
+    return Finding(
+        "position_convention",
+        f"the adapter uses position convention {convention!r}, but on an encoder-decoder (T5, BART) real tokens "
+        "keep their own positions ('unshifted')",
+        "use an adapter trained on this encoder-decoder",
+    )
+
+
 def check_width(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     """The adapter's vectors do not have the model's width (hidden size, or key/value heads x head size)."""
     problem = adapter.method_class.width_problem(adapter.tensors, facts.geometry)
@@ -81,6 +90,8 @@ def check_positions(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
                 "upgrade prefixtune to the version that wrote the adapter, or retrain it",
             )
         ]
+    if facts.geometry.sites:  # an encoder-decoder: real tokens keep their positions, whatever the family
+        return [] if convention == "unshifted" else [_seq2seq_convention(convention)]
     if convention == "unshifted" and facts.family not in ABSOLUTE_POSITION_FAMILIES:
         return [
             Finding(
