@@ -73,3 +73,18 @@ def test_an_encoder_prompt_batch_of_other_rows_is_refused() -> None:
     pm = pt.attach(make_encoder("bert"), pt.PrefixConfig(method="prompt", num_virtual_tokens=2))
     with pytest.raises(ConfigError, match="adapter_names has 1 entries for a batch of 2 rows"):
         pm(input_ids=torch.ones(2, 3, dtype=torch.long), adapter_names=["default"])
+
+
+def test_encoder_adapters_refuse_formats_that_cannot_hold_them(tmp_path) -> None:
+    """A soft prompt on an encoder has no per-layer keys/values (they depend on the input), and PEFT's
+    configs written here are causal-LM ones: both exports refuse with a reason instead of writing a file."""
+    from prefixtune.io.kv_pack import write_kv_pack
+    from prefixtune.io.peft_export import export_peft
+
+    pm = pt.attach(make_encoder("bert"), pt.PrefixConfig(method="prompt", num_virtual_tokens=2, init="random", seed=0))
+    with pytest.raises(AdapterFormatError, match="soft prompt on an encoder"):
+        write_kv_pack(pm.compile(), tmp_path / "p.kv.safetensors")
+    assert not (tmp_path / "p.kv.safetensors").exists()
+    with pytest.raises(ConfigError, match="this is an encoder adapter"):
+        export_peft(pm, tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()

@@ -77,6 +77,11 @@ def write_kv_pack(
     """
     if dtype not in DTYPES:
         raise AdapterFormatError(f"dtype {dtype!r} is not supported in a KV pack; choose one of {', '.join(DTYPES)}")
+    if kv.is_prompt:
+        raise AdapterFormatError(
+            "this adapter is a soft prompt on an encoder: its keys/values depend on each input, so it has no "
+            "per-layer KV pack; keep the adapter directory (prefixtune serves it from there)"
+        )
     if kv.position_convention not in CONVENTIONS:
         raise AdapterFormatError(
             f"position convention {kv.position_convention!r} has no KV pack description; known: {sorted(CONVENTIONS)}"

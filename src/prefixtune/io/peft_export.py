@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from prefixtune.core import PrefixKV, num_attention_heads
+from prefixtune.core import PrefixKV, has_bidirectional_attention, num_attention_heads
 from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_directory
 from prefixtune.io.peft_format import (
@@ -68,6 +68,16 @@ def export_peft(
         ConfigError: PEFT cannot express this adapter exactly (position convention, a PROMPT_TUNING export of
             a per-layer method, layers whose key/value shapes differ).
     """
+    if has_bidirectional_attention(pm.base_model):
+        # PEFT's prefix/prompt configs here are CAUSAL_LM ones, and an encoder adapter may own a task head that
+        # PEFT would keep elsewhere (modules_to_save): refuse rather than write a file that loads differently.
+        raise ConfigError(
+            [
+                "PEFT export covers decoder-only causal LMs; this is an encoder adapter (its prefix, and its own task "
+                "head if any, stay in prefixtune's adapter directory, which `load_adapter` reads)"
+            ],
+            source="PEFT export",
+        )
     adapter = pm.get_adapter(adapter_name)
     config = adapter.config
     peft_type = peft_type or default_peft_type(config.method)
