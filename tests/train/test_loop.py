@@ -164,6 +164,18 @@ def test_train_config_lists_every_problem():
     assert TrainConfig(data="x").resolved_learning_rate(has_reparam=True) == 1e-4
 
 
+def test_default_learning_rate_is_the_methods_own():
+    """`prefix` trains hidden states (larger than keys/values), so its direct default is larger (issue 14)."""
+    from prefixtune.parametrizations import parametrization_class
+
+    rates = {m: parametrization_class(m).default_learning_rate for m in ("prefix", "kv", "prompt")}
+    assert rates == {"prefix": 1e-2, "kv": 5e-3, "prompt": 5e-3}
+    cfg = TrainConfig(data="x")
+    assert cfg.resolved_learning_rate(has_reparam=False, method_default=rates["prefix"]) == 1e-2
+    assert cfg.resolved_learning_rate(has_reparam=True, method_default=rates["prefix"]) == 1e-4
+    assert cfg.replace(learning_rate=3e-3).resolved_learning_rate(False, rates["prefix"]) == 3e-3
+
+
 def test_reparam_adapter_trains_and_saves_folded(tiny_llama_dir, sentiment_files, tmp_path):
     cfg = _config(tiny_llama_dir, sentiment_files, tmp_path / "run", max_steps=4, eval_every=0, learning_rate=1e-3)
     result = run_training(cfg, PrefixConfig(num_virtual_tokens=4, reparam_hidden=16, seed=0))

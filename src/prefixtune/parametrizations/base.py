@@ -64,6 +64,8 @@ class Parametrization(nn.Module):
         compiles_without_model: whether `compile` never uses the base model (its stored tensors already are
             the keys/values), so a saved adapter compiles from its files alone: `convert --to peft` and
             `export-kv` then need no base model.
+        default_learning_rate: the trainer's peak learning rate for this method when none is given (without
+            the reparametrization MLP, which has its own default).
     """
 
     method: ClassVar[str]
@@ -74,6 +76,7 @@ class Parametrization(nn.Module):
     peft_import_type: ClassVar[str | None] = None
     compiles_without_model: ClassVar[bool] = False
     encoder_decoder_problem: ClassVar[str | None] = None  # why the method cannot run on T5/BART, if it cannot
+    default_learning_rate: ClassVar[float] = 5e-3
 
     def __init__(self, config: PrefixConfig, geometry: ModelGeometry) -> None:
         super().__init__()

@@ -18,6 +18,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
 
 # Li & Liang (2021) and P-tuning v2 train direct prefixes with 5e-3..1e-2 (P-tuning v2 up to 6e-2); through
 # the reparametrization MLP the gradients are much larger, and 5e-5..1e-4 is the range that trains stably.
+# Each method may set its own direct rate (`Parametrization.default_learning_rate`; `prefix`: 1e-2).
 DEFAULT_LR_DIRECT = 5e-3
 DEFAULT_LR_REPARAM = 1e-4
 
@@ -56,8 +57,9 @@ class TrainConfig:
     eval_limit: int | None = _f(200, "Evaluate on the first N validation records (None: all).")
     learning_rate: float | None = _f(
         None,
-        f"Peak learning rate. Default {DEFAULT_LR_DIRECT:g} for direct prefixes (literature: 5e-3..1e-2) and "
-        f"{DEFAULT_LR_REPARAM:g} with the reparametrization MLP (literature: 5e-5..1e-4).",
+        f"Peak learning rate. Default: the method's own for direct training (prefix 1e-2, kv and prompt "
+        f"{DEFAULT_LR_DIRECT:g}; literature: 5e-3..1e-2) and {DEFAULT_LR_REPARAM:g} with the reparametrization "
+        "MLP (literature: 5e-5..1e-4).",
     )
     weight_decay: float = _f(0.0, "AdamW weight decay on the adapter parameters.")
     batch_size: int = _f(8, "Examples per micro-batch (per process).")
@@ -104,11 +106,12 @@ class TrainConfig:
             out.append(f"max_grad_norm={self.max_grad_norm} must be > 0 or None")
         return out
 
-    def resolved_learning_rate(self, has_reparam: bool) -> float:
-        """The learning rate to use: the given one, else the literature default for the parametrization."""
+    def resolved_learning_rate(self, has_reparam: bool, method_default: float = DEFAULT_LR_DIRECT) -> float:
+        """The learning rate to use: the given one, else the MLP's default, else the method's own
+        (`method_default`, `Parametrization.default_learning_rate`)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return DEFAULT_LR_REPARAM if has_reparam else DEFAULT_LR_DIRECT
+        return DEFAULT_LR_REPARAM if has_reparam else method_default
 
     def resolved_warmup_steps(self) -> int:
         """Warmup steps: the given number, else 6% of max_steps."""

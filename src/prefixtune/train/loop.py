@@ -25,6 +25,7 @@ import torch
 from accelerate import Accelerator
 from transformers import get_scheduler
 
+from prefixtune.parametrizations import parametrization_class
 from prefixtune.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from prefixtune.train.config import TrainConfig
 from prefixtune.train.data import Encoded
@@ -121,8 +122,9 @@ class Trainer:
         self.metric = primary_metric(fmt)
         self.pm = model
         self.params = list(model.trainable_parameters(self.name))
-        has_reparam = model.adapter_config(self.name).reparam_hidden is not None
-        lr = config.resolved_learning_rate(has_reparam)
+        adapter_config = model.adapter_config(self.name)
+        method_lr = parametrization_class(adapter_config.method).default_learning_rate
+        lr = config.resolved_learning_rate(adapter_config.reparam_hidden is not None, method_lr)
         optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=config.weight_decay)
         self.scheduler = get_scheduler(
             SCHEDULER_NAMES[config.schedule],
