@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from prefixtune.errors import EngineBusyError
 from prefixtune.serve.engine.generative import GenerativeEngineMethods
-from prefixtune.serve.engine.messages import AdapterInfo, EngineStats, GenerationOutput, GenerationRequest
+from prefixtune.serve.engine.messages import EngineStats, GenerationOutput, GenerationRequest
+from prefixtune.serve.engine.registry_methods import RegistryMethods
 from prefixtune.serve.engine.request_checks import check_request
 from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
 from prefixtune.serve.errors import EngineShutdownError, InvalidRequestError
@@ -56,7 +57,7 @@ class VllmRequestStream:
         self.engine._active.discard(self.request_id)
 
 
-class VllmEngine(TextCodecMethods, GenerativeEngineMethods):
+class VllmEngine(TextCodecMethods, RegistryMethods, GenerativeEngineMethods):
     """One base model on vLLM, many prefix adapters (implements `serve.engine.protocol.Engine`).
 
     Args:
@@ -134,18 +135,6 @@ class VllmEngine(TextCodecMethods, GenerativeEngineMethods):
         self._active.add(request_id)
         translator = OutputTranslator(request_id, len(request.prompt_token_ids), request.sampling)
         return VllmRequestStream(self, request_id, collector, translator)
-
-    def list_adapters(self) -> list[AdapterInfo]:
-        return self.registry.list()
-
-    def get_adapter(self, name: str) -> AdapterInfo:
-        return self.registry.get(name)
-
-    async def load_adapter(self, name: str, path: str, api_keys: Sequence[str] = ()) -> AdapterInfo:
-        return await self.registry.load(name, path, api_keys)
-
-    async def unload_adapter(self, name: str) -> None:
-        await self.registry.unload(name)
 
     def stats(self) -> EngineStats:
         """vLLM keeps its queue to itself: running = min(in flight, max_num_seqs), the rest waiting."""

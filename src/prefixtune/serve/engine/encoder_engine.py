@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -23,13 +22,13 @@ from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.classify_batcher import ClassifyBatcher, ClassifyRow
 from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
-    AdapterInfo,
     Classification,
     ClassifyRequest,
     EngineStats,
     GenerationRequest,
 )
 from prefixtune.serve.engine.protocol import OutputStream
+from prefixtune.serve.engine.registry_methods import RegistryMethods
 from prefixtune.serve.engine.text_codec import TextCodec, TextCodecMethods
 from prefixtune.serve.errors import (
     ContextLengthError,
@@ -46,7 +45,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN = 512  # BERT's position table, when the config states none
 
 
-class EncoderEngine(TextCodecMethods):
+class EncoderEngine(TextCodecMethods, RegistryMethods):
     """One encoder with a sequence-classification head, many adapters, mixed batches (implements `Engine`).
 
     Args:
@@ -138,18 +137,6 @@ class EncoderEngine(TextCodecMethods):
         finally:
             for row in rows:  # a cancelled request (timeout, client gone): rows not yet run are skipped
                 row.future.cancel()
-
-    def list_adapters(self) -> list[AdapterInfo]:
-        return self.registry.list()
-
-    def get_adapter(self, name: str) -> AdapterInfo:
-        return self.registry.get(name)
-
-    async def load_adapter(self, name: str, path: str, api_keys: Sequence[str] = ()) -> AdapterInfo:
-        return await self.registry.load(name, path, api_keys)
-
-    async def unload_adapter(self, name: str) -> None:
-        await self.registry.unload(name)
 
     def stats(self) -> EngineStats:
         running = self.batcher.num_running

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from torch import nn
@@ -23,11 +23,11 @@ from prefixtune.serve.engine.generative import GenerativeEngineMethods
 from prefixtune.serve.engine.kv_store import SlotKVStore
 from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
-    AdapterInfo,
     EngineStats,
     GenerationOutput,
     GenerationRequest,
 )
+from prefixtune.serve.engine.registry_methods import RegistryMethods
 from prefixtune.serve.engine.request import Sequence as EngineSequence
 from prefixtune.serve.engine.request_checks import check_request
 from prefixtune.serve.engine.runner import ModelRunner
@@ -67,7 +67,7 @@ class RequestStream:
         self.engine._queues.pop(self.request_id, None)
 
 
-class AsyncEngine(TextCodecMethods, GenerativeEngineMethods):
+class AsyncEngine(TextCodecMethods, RegistryMethods, GenerativeEngineMethods):
     """One base model, many adapters, continuous batching (implements `serve.engine.protocol.Engine`).
 
     Args:
@@ -164,18 +164,6 @@ class AsyncEngine(TextCodecMethods, GenerativeEngineMethods):
             self._queues.pop(request_id, None)
             raise
         return RequestStream(self, request_id, queue)
-
-    def list_adapters(self) -> list[AdapterInfo]:
-        return self.registry.list()
-
-    def get_adapter(self, name: str) -> AdapterInfo:
-        return self.registry.get(name)
-
-    async def load_adapter(self, name: str, path: str, api_keys: Sequence[str] = ()) -> AdapterInfo:
-        return await self.registry.load(name, path, api_keys)
-
-    async def unload_adapter(self, name: str) -> None:
-        await self.registry.unload(name)
 
     def stats(self) -> EngineStats:
         with self.core.lock:
