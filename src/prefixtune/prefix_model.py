@@ -93,7 +93,10 @@ class PrefixModel(AdapterFilesMixin, nn.Module):
         device = self.base_model.get_input_embeddings().weight.device
         with torch.no_grad():
             adapter = build_parametrization(config, self.base_model, self.adapter_geometry(config), self.tokenizer)
-            if config.train_head:  # P-tuning v2: the adapter trains its own copy of the model's head
+            if config.train_head and config.head_pooling == "mean":  # a fresh linear head on mean-pooled states
+                config_hf = self.base_model.config
+                adapter.task_head = TaskHead.mean_pooling(config_hf.hidden_size, config_hf.num_labels, config.seed)
+            elif config.train_head:  # P-tuning v2: the adapter trains its own copy of the model's head
                 adapter.task_head = TaskHead.copy_of(self.base_model, head_names_for(self.base_model))
         self._insert(name, adapter.to(device), {})
         return adapter
@@ -228,8 +231,16 @@ class PrefixModel(AdapterFilesMixin, nn.Module):
 
         Returns:
             (B * num_return_sequences, T + new) token ids.
+
+        Raises:
+            UnsupportedModelError: the base model does not generate (an encoder: classify with `forward`).
         """
         self._check_attached()
+        if not hasattr(self.base_model, "generate"):
+            raise UnsupportedModelError(
+                f"{type(self.base_model).__name__} does not generate text (an encoder classifies or tags); "
+                "use the model's forward (`prefixtune eval`, or /v1/classify when serving)"
+            )
         kvs = [None if kv is None else kv.detach() for kv in self.prefix_kvs_for(adapter_names, input_ids.shape[0])]
         return generate_with_prefixes(self.base_model, input_ids, attention_mask, kvs, **generate_kwargs)
 

@@ -88,3 +88,9 @@ def test_encoder_adapters_refuse_formats_that_cannot_hold_them(tmp_path) -> None
     with pytest.raises(ConfigError, match="this is an encoder adapter"):
         export_peft(pm, tmp_path / "peft")
     assert not (tmp_path / "peft").exists()
+
+
+def test_generate_on_an_encoder_is_a_clear_error() -> None:
+    pm = pt.attach(make_encoder("bert"), pt.PrefixConfig(method="kv", num_virtual_tokens=2, init="random", seed=0))
+    with pytest.raises(UnsupportedModelError, match="does not generate text"):
+        pm.generate(torch.tensor([[5, 6, 7]]), adapter_names=["default"])

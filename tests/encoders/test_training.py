@@ -132,3 +132,24 @@ def test_cli_train_on_an_encoder(tiny_bert_dir, tmp_path, capsys) -> None:
     assert main([str(a) for a in argv]) == 0
     out = capsys.readouterr().out
     assert "best validation accuracy" in out and (tmp_path / "r" / "adapter" / "head.safetensors").is_file()
+
+
+def test_cli_eval_of_an_encoder_adapter_equals_the_library(tiny_bert_dir, tmp_path, capsys) -> None:
+    """`prefixtune eval` loads an encoder adapter with the head it was trained for (its labels, its own head)
+    and reports what `evaluate` reports for the same adapter loaded in Python."""
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(16, seed=0))
+    valid = write_jsonl(tmp_path / "valid.jsonl", sentiment_rows(12, seed=3))
+    argv = ["train", "--model", tiny_bert_dir, "--data", train, "--eval-data", train, "--output-dir", tmp_path / "r"]
+    argv += ["--max-steps", "4", "--eval-every", "0", "--num-virtual-tokens", "2", "--train-head", "--no-progress"]
+    assert main([str(a) for a in argv]) == 0
+    adapter = tmp_path / "r" / "adapter"
+    capsys.readouterr()
+    assert main(["eval", "--adapter", str(adapter), "--model", str(tiny_bert_dir), "--data", str(valid), "--json"]) == 0
+    reported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    model, tokenizer = load_encoder_for_adapter(tiny_bert_dir, adapter)
+    pm = pt.load_adapter(model, adapter, adapter_name="a", tokenizer=tokenizer)
+    fmt = TaskFormat.from_dict(pm.adapter_metadata("a")["task"])
+    examples = load_task_data(_config(tiny_bert_dir, train, valid, tmp_path / "x"), tokenizer).validation
+    expected = evaluate(pm, tokenizer, examples, fmt, adapter_name="a").metrics
+    assert reported["accuracy"] == pytest.approx(expected["accuracy"]) and reported["n"] == 12

@@ -54,12 +54,18 @@ def load_for_inference(model_flag: str | None, adapter: str | None) -> tuple[Any
         `(prefix_model, tokenizer, adapter_name)`; `adapter_name` is None for `--adapter none`.
     """
     import prefixtune as pt
+    from prefixtune.encoder_models import encoder_directory, load_encoder_for_adapter
     from prefixtune.models import load_model
 
     bare = adapter is None or adapter == "none"
     if not bare and not Path(adapter).is_dir():  # fail before spending time on the model
         raise AdapterFormatError(f"adapter {adapter!r} is not a directory; pass a trained adapter or `none`")
-    model, tokenizer = load_model(resolve_model_name(model_flag, adapter))
+    name = resolve_model_name(model_flag, adapter)
+    if not bare and encoder_directory(name) is not None:
+        # An encoder adapter was trained with a task head of its labels: load the encoder with that head.
+        model, tokenizer = load_encoder_for_adapter(name, adapter)
+    else:
+        model, tokenizer = load_model(name)
     if bare:
         return pt.PrefixModel(model, tokenizer=tokenizer), tokenizer, None
     pm = pt.load_adapter(model, adapter, adapter_name=ADAPTER_NAME, tokenizer=tokenizer)
