@@ -16,8 +16,10 @@ on validation accuracy from a small sweep at the first seed, then rerun at the o
 - head-only: BertForSequenceClassification's own head (dropout 0.1 + classifier on the pooler output) trained,
   the base (pooler included) frozen in eval mode, no prefix.
 - full fine-tuning: every weight of BertForSequenceClassification trains.
-- levers, at prefix + head's learning rate (not swept): `kv` + head; our prefix on the bare encoder read by
-  the probe's head (a fresh linear on the mean-pooled states) instead of BERT's pooler + classifier.
+- levers, at prefix + head's learning rate (not swept): `kv` + head; our prefix read by the probe's head (a
+  fresh linear on the mean-pooled states) instead of BERT's pooler + classifier, now the library's
+  `PrefixConfig(train_head=True, head_pooling="mean")` (the committed results predate it: that head was built
+  here, the same architecture and loss with another initialization draw; not rerun).
 
 The contenders live in `encoder_contenders.py`.
 

@@ -18,6 +18,7 @@ from prefixtune.core.fingerprint import compare
 from prefixtune.errors import IncompatibleBaseModelError
 from prefixtune.io.adapter_dir import AdapterFiles, check_head_shapes, check_shapes, save_adapter_dir
 from prefixtune.io.peft_import import read_adapter_files
+from prefixtune.model_checks import expected_head_shapes
 from prefixtune.parametrizations import parametrization_class
 from prefixtune.parametrizations.base import Parametrization
 from prefixtune.parametrizations.task_head import TaskHead
@@ -59,7 +60,7 @@ class AdapterFilesMixin:
         device = self.base_model.get_input_embeddings().weight.device
         adapter = cls.from_folded(files.config, self.adapter_geometry(files.config), files.tensors)
         if files.head is not None:
-            adapter.task_head = TaskHead(files.head)
+            adapter.task_head = TaskHead(files.head, pooling=files.config.head_pooling)
         self._insert(name, adapter.to(device), files.metadata)
         logger.info(
             "loaded adapter %s (%s, m=%d) from %s",
@@ -90,5 +91,7 @@ class AdapterFilesMixin:
         check_shapes(files, cls.expected_shapes(files.config, self.adapter_geometry(files.config)))
         self._check_config(files.config, where=f"{files.path}: ")
         if files.config.train_head:
-            check_head_shapes(files, {n: tuple(p.shape) for n, p in self.base_model.named_parameters()})
+            exact = expected_head_shapes(self.base_model, files.config)  # a mean-pooling head's own tensors
+            shapes = exact or {n: tuple(p.shape) for n, p in self.base_model.named_parameters()}
+            check_head_shapes(files, shapes, exact=exact is not None)
         return cls

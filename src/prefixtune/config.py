@@ -18,6 +18,9 @@ Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may b
 METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
 INITS: tuple[str, ...] = ("random", "vocab", "text")
 POSITION_CONVENTIONS: tuple[str, ...] = ("shifted", "unshifted")
+# How an adapter's own head (`train_head`) reads the encoder: "model", a copy of the model's own head (BERT's
+# pooler on [CLS] + classifier); "mean", a fresh Linear(d, num_labels) on the mean of the real tokens' states.
+HEAD_POOLINGS: tuple[str, ...] = ("model", "mean")
 # Encoder-decoders (T5, BART): the attention sites an adapter may give a prefix (issue 12, `core.hf.seq2seq`).
 SITES: tuple[str, ...] = ("encoder", "decoder", "cross")
 # The one adapter-name rule (PrefixModel, the serving registry, its adapter directories): safe as a path
@@ -87,6 +90,16 @@ class PrefixConfig:
             "different heads mix in one batch. False: the prefix alone trains and the model's head stays frozen."
         },
     )
+    head_pooling: str = field(
+        default="model",
+        metadata={
+            "help": "With train_head, what the adapter's own head reads. model (default): a copy of the model's "
+            "own head (BERT: the pooler on [CLS], then the classifier). mean: a fresh Linear(hidden, num_labels) "
+            "on the attention-mask-weighted mean of the last hidden states of the real tokens (never prefix or "
+            "prompt positions), replacing the model's pooler and classifier for this adapter; suits encoders "
+            "trained for mean pooling (sentence-transformers, e.g. all-MiniLM-L6-v2). Sequence classification only."
+        },
+    )
     seed: int | None = field(default=None, metadata={"help": "Seed for the initialization (None: torch's RNG)."})
     sites: tuple[str, ...] | None = field(
         default=None,
@@ -124,8 +137,7 @@ class PrefixConfig:
             out.append(f"reparam_hidden={self.reparam_hidden!r} must be a positive integer or None")
         if is_registered(self.method):
             out += parametrization_class(self.method).config_problems(self)
-        if not isinstance(self.train_head, bool):
-            out.append(f"train_head={self.train_head!r} must be true or false")
+        out += _head_problems(self.train_head, self.head_pooling)
         if self.position_convention not in POSITION_CONVENTIONS:
             out.append(
                 f"position_convention={self.position_convention!r} is unknown; "
@@ -135,8 +147,11 @@ class PrefixConfig:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (`sites` only when set, so decoder-only adapter files stay as they were)."""
+        """A JSON-ready dict of every field (`sites` only when set, `head_pooling` only when not "model", so
+        other adapter files stay as they were)."""
         out = dataclasses.asdict(self)
+        if self.head_pooling == "model":
+            del out["head_pooling"]
         if self.sites is None:
             del out["sites"]
         else:
@@ -155,6 +170,21 @@ class PrefixConfig:
     def replace(self, **changes: Any) -> PrefixConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _head_problems(train_head: object, head_pooling: object) -> list[str]:
+    """What is wrong with the choice of an adapter's own head (`train_head`, `head_pooling`)."""
+    out = []
+    if not isinstance(train_head, bool):
+        out.append(f"train_head={train_head!r} must be true or false")
+    if head_pooling not in HEAD_POOLINGS:
+        out.append(f"head_pooling={head_pooling!r} is unknown; choose one of {', '.join(HEAD_POOLINGS)}")
+    elif head_pooling != "model" and not train_head:
+        out.append(
+            f"head_pooling={head_pooling!r} is a head the adapter trains: set train_head=True "
+            "(or leave head_pooling='model')"
+        )
+    return out
 
 
 def _site_problems(sites: tuple[str, ...] | None) -> list[str]:

@@ -2,7 +2,8 @@
 
 `PrefixConfig` validates itself without a model; these are the rules that depend on the model's family: the
 "unshifted" position convention needs learned absolute positions (BERT, RoBERTa), and `train_head` needs an
-encoder with a task head. Depends on config, core and errors only.
+encoder with a task head (`head_pooling="mean"`: a sequence-classification one). Depends on config, core,
+errors and parametrizations only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prefixtune.core import (
 )
 from prefixtune.errors import ConfigError
 from prefixtune.parametrizations.registry import parametrization_class
+from prefixtune.parametrizations.task_head import mean_head_shapes
 
 
 def model_config_problems(model: nn.Module, config: PrefixConfig) -> list[str]:
@@ -44,7 +46,21 @@ def model_config_problems(model: nn.Module, config: PrefixConfig) -> list[str]:
             f"...ForTokenClassification); {type(model).__name__} has none: load the model with such a class, "
             "or set train_head=False"
         )
+    elif config.head_pooling == "mean" and not type(model).__name__.endswith("ForSequenceClassification"):
+        out.append(
+            f"head_pooling='mean' is a sequence-classification head (one mean over the real tokens per input); "
+            f"{type(model).__name__} is not a ...ForSequenceClassification: use head_pooling='model' "
+            "(token classification reads every token)"
+        )
     return out
+
+
+def expected_head_shapes(model: nn.Module, config: PrefixConfig) -> dict[str, tuple[int, ...]] | None:
+    """The exact tensors a mean-pooling head (`head_pooling="mean"`) must save; None for a copy of the
+    model's head, whose tensors are checked against the model's own head parameters."""
+    if config.head_pooling != "mean":
+        return None
+    return mean_head_shapes(int(model.config.hidden_size), int(model.config.num_labels))
 
 
 def config_for_model(model: nn.Module, config: PrefixConfig) -> PrefixConfig:

@@ -32,6 +32,8 @@ ADAPTERS = {  # name -> (config, seed, task format in the metadata)
     "frozen_head": (pt.PrefixConfig(method="kv", num_virtual_tokens=3, seed=2, init="random"), 2, None),
     "prompted": (pt.PrefixConfig(method="prompt", num_virtual_tokens=2, seed=3, train_head=True), 3, None),
     "tagger": (pt.PrefixConfig(num_virtual_tokens=2, seed=4, train_head=True), 4, {"kind": "token_classification"}),
+    # its own fresh linear head on the mean of the real tokens' last states, not the model's pooler + classifier
+    "mean_head": (pt.PrefixConfig(num_virtual_tokens=3, seed=8, train_head=True, head_pooling="mean"), 8, None),
 }
 TEXTS = ["a gripping, funny film", "dull.", "x", "the plot drags but the cast is great"]
 
@@ -43,7 +45,7 @@ def encoder_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classify_root(tmp_path_factory, encoder_dir) -> Path:
-    """root/{own_head,frozen_head,prompted,tagger}; root/spare/{v1,v2}: two versions of one adapter."""
+    """root/{own_head,frozen_head,prompted,tagger,mean_head}; root/spare/{v1,v2}: two versions of one adapter."""
     root = tmp_path_factory.mktemp("classify-adapters")
     for name, (config, seed, task) in ADAPTERS.items():
         save_classifier_adapter(encoder_dir, root / name, config, seed=seed, task=task)
@@ -90,7 +92,7 @@ def post(server: LiveServer, body: dict, key: str | None = None, path: str = "/v
     return httpx.post(server.url + path, json=body, headers=headers, timeout=60)
 
 
-@pytest.mark.parametrize("model", [BASE, "own_head", "frozen_head", "prompted"])
+@pytest.mark.parametrize("model", [BASE, "own_head", "frozen_head", "prompted", "mean_head"])
 def test_probs_equal_the_librarys_encoder_forward(live, classify_root, encoder_dir, model) -> None:
     r = post(live, {"model": model, "input": TEXTS[0]})
     assert r.status_code == 200, r.text
@@ -125,7 +127,7 @@ def test_a_list_of_inputs_gives_each_its_own_classification(live, classify_root,
 def test_concurrent_requests_of_two_adapters_and_the_base_batch_together_and_equal_each_alone(
     live, classify_root, encoder_dir
 ) -> None:
-    requests = [{"model": m, "input": t} for t in TEXTS for m in ("own_head", "frozen_head", BASE)]
+    requests = [{"model": m, "input": t} for t in TEXTS for m in ("own_head", "mean_head", "frozen_head", BASE)]
     batcher = live.app.state.engine.batcher
     gate = threading.Event()
     batcher.calls.submit(lambda: gate.wait(30))  # holds the engine thread, so every request queues first

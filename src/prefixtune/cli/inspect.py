@@ -82,12 +82,13 @@ def describe(path: str) -> dict[str, Any]:
         "num_parameters": sum(parts.values()),
         "parameters_by_part": parts,
         "train_head": cfg.train_head,
+        "head_pooling": cfg.head_pooling if cfg.train_head else None,
         "head": {k: list(t.shape) for k, t in (files.head or {}).items()},
         "position_convention": cfg.position_convention,
         "sites": site_counts(raw.get("slot_sites")),
         "init": cfg.init,
         "reparam_hidden_during_training": cfg.reparam_hidden,
-        "trains": cls.trains + ("; and its own copy of the model's task head" if cfg.train_head else ""),
+        "trains": cls.trains + _head_trains(cfg),
         "injected": cls.injected,
         "per_layer_norms": [round(n, 4) for n in per_layer_norms(cfg.method, trained)],
         "tensors": {k: list(t.shape) for k, t in files.tensors.items()},
@@ -97,6 +98,15 @@ def describe(path: str) -> dict[str, Any]:
         "task": files.metadata.get("task"),
         "training": files.metadata.get("training"),
     }
+
+
+def _head_trains(cfg: Any) -> str:
+    """What the adapter's own head adds to what trains ("" without one)."""
+    if not cfg.train_head:
+        return ""
+    if cfg.head_pooling == "mean":
+        return "; and its own linear head on the mean of the real tokens' last hidden states"
+    return "; and its own copy of the model's task head"
 
 
 def _parameters(info: dict[str, Any]) -> str:

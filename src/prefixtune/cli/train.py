@@ -11,7 +11,7 @@ import sys
 
 from prefixtune.cli.common import format_table
 from prefixtune.cli.options import add_dataclass_flags, collect, read_config_file
-from prefixtune.config import INITS, METHODS, POSITION_CONVENTIONS, PrefixConfig
+from prefixtune.config import HEAD_POOLINGS, INITS, METHODS, POSITION_CONVENTIONS, PrefixConfig
 from prefixtune.train.config import PRECISIONS, SCHEDULES, TrainConfig
 from prefixtune.train.formats import KINDS
 
@@ -71,7 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         PrefixConfig,
         exclude=("seed",),
         dest_prefix=ADAPTER_PREFIX,
-        choices={"method": METHODS, "init": INITS, "position_convention": POSITION_CONVENTIONS},
+        choices={
+            "method": METHODS,
+            "init": INITS,
+            "position_convention": POSITION_CONVENTIONS,
+            "head_pooling": HEAD_POOLINGS,
+        },
     )
     parser.set_defaults(func=run)
 

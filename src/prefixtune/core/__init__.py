@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         tied_weight_names,
     )
     from prefixtune.core.hf.seq2seq import is_encoder_decoder
-    from prefixtune.core.hf.task_head import encoder_output, head_parameter_names, run_head
+    from prefixtune.core.hf.task_head import encoder_output, head_parameter_names, mean_pool, run_head
     from prefixtune.core.inject import build_prefix_batch, ensure_installed, prefix_forward, prepare_prefix_inputs
     from prefixtune.core.positions import shifted_position_ids
     from prefixtune.core.prefix_batch import KVStore, PrefixBatch, active_prefix_batch
@@ -65,6 +65,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "has_absolute_positions": ("prefixtune.core.hf.encoder", "has_absolute_positions"),
     "has_bidirectional_attention": ("prefixtune.core.hf.encoder", "has_bidirectional_attention"),
     "head_parameter_names": ("prefixtune.core.hf.task_head", "head_parameter_names"),
+    "mean_pool": ("prefixtune.core.hf.task_head", "mean_pool"),
     "ensure_installed": ("prefixtune.core.inject", "ensure_installed"),
     "is_encoder_decoder": ("prefixtune.core.hf.seq2seq", "is_encoder_decoder"),
     "layer_input_states": ("prefixtune.core.capture", "layer_input_states"),
@@ -110,6 +111,7 @@ __all__ = [
     "is_encoder_decoder",
     "layer_input_states",
     "max_positions",
+    "mean_pool",
     "model_fingerprint",
     "num_attention_heads",
     "output_logits",

@@ -47,7 +47,8 @@ def reference_encoder_output(
         layer_prefixes: (L, m, d), method "prefix". layer_kv_prefixes: per-layer (H_kv, m, D) keys and values,
             method "kv". prompt: (m, d), method "prompt". Exactly one.
         position_convention: "shifted" or "unshifted".
-        head_params: the adapter's own task-head weights (None: the model's).
+        head_params: the adapter's own task-head weights (None: the model's); "mean_head.weight" and
+            "mean_head.bias" (`head_pooling="mean"`): a linear layer on the mean of the real tokens' last states.
 
     Returns:
         Logits ((B, C) or (B, n, C)), or (B, n, d) for a bare encoder (values at padding unspecified).
@@ -84,6 +85,10 @@ def reference_encoder_output(
     h = parts.final_norm(h)
     if prompt is not None:
         h = h[:, m:]  # the prompt positions are dropped before the head
+    if head_params is not None and "mean_head.weight" in head_params:  # an own mean-pooling head (head_pooling)
+        real = mask.to(h.dtype)[..., None]  # (B, n, 1): the real tokens; prompt slots are already dropped
+        pooled = (h * real).sum(1) / real.sum(1)  # (B, d)
+        return pooled @ head_params["mean_head.weight"].to(h.dtype).T + head_params["mean_head.bias"].to(h.dtype)
     out = run_head(model, encoder_output(model, h), head_params, input_ids=input_ids, attention_mask=mask)
     return out.last_hidden_state if model.base_model is model else out.logits
 

@@ -11,6 +11,7 @@ from prefixtune.core.fingerprint import compare
 from prefixtune.diagnostics.findings import Finding
 from prefixtune.diagnostics.model_facts import ModelFacts
 from prefixtune.diagnostics.raw_adapter import RawAdapter
+from prefixtune.parametrizations.task_head import mean_head_shapes
 from prefixtune.version import __version__
 
 ABSOLUTE_POSITION_FAMILIES = ("bert", "roberta")  # where "unshifted" applies (core.has_absolute_positions)
@@ -120,6 +121,10 @@ def check_head(adapter: RawAdapter, facts: ModelFacts) -> list[Finding]:
     if adapter.head is None:
         return []
     params = {name: tuple(p.shape) for name, p in facts.model.named_parameters()}
+    if adapter.head_pooling == "mean":  # its own linear head on mean-pooled states: (num_labels, d) and (num_labels,)
+        config = facts.model.config
+        is_classifier = type(facts.model).__name__.endswith("ForSequenceClassification")
+        params = mean_head_shapes(int(config.hidden_size), int(config.num_labels)) if is_classifier else {}
     missing = sorted(n for n in adapter.head if n not in params)
     wrong = sorted(n for n in adapter.head if n in params and params[n] != tuple(adapter.head[n].shape))
     if not missing and not wrong:

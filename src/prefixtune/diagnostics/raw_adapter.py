@@ -42,6 +42,7 @@ class RawAdapter:
         head: the adapter's own task head (`train_head`, head.safetensors) by model parameter names, or None.
         sites: encoder-decoder adapters: the attention sites it covers as recorded (None: all three, or a
             decoder-only adapter).
+        head_pooling: what its own head reads, as recorded ("model": a copy of the model's head; "mean").
     """
 
     path: Path
@@ -54,6 +55,7 @@ class RawAdapter:
     extra: dict[str, torch.Tensor]
     head: dict[str, torch.Tensor] | None = None
     sites: tuple[str, ...] | None = None
+    head_pooling: str = "model"
 
     @property
     def method_class(self) -> type[Parametrization]:
@@ -111,6 +113,7 @@ def _read_ours(root: Path) -> RawAdapter:
         extra={k: v for k, v in stored.items() if k.startswith(COMPILED_PREFIX)},
         head=_read_head(root) if config.get("train_head") else None,
         sites=tuple(config["sites"]) if isinstance(config.get("sites"), list) else None,
+        head_pooling=str(config.get("head_pooling", "model")),
     )
 
 

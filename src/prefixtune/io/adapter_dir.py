@@ -141,9 +141,14 @@ def _read_head(root: Path, config: PrefixConfig) -> dict[str, torch.Tensor] | No
     return _read_tensors(file)
 
 
-def check_head_shapes(files: AdapterFiles, model_shapes: dict[str, tuple[int, ...]]) -> None:
-    """Raise AdapterFormatError unless every saved head tensor is a parameter of the model, of its shape."""
+def check_head_shapes(files: AdapterFiles, model_shapes: dict[str, tuple[int, ...]], *, exact: bool = False) -> None:
+    """Raise AdapterFormatError unless every saved head tensor is a parameter of the model, of its shape
+    (`exact`: and every one of `model_shapes` is saved, as a mean-pooling head's tensors must be)."""
     file = files.path / HEAD_FILE
+    missing = sorted(set(model_shapes) - set(files.head or {})) if exact else []
+    if missing:
+        pooling = files.config.head_pooling
+        raise AdapterFormatError(f"{file}: head tensors {missing} are missing (head_pooling={pooling!r})")
     for name, tensor in (files.head or {}).items():
         shape = model_shapes.get(name)
         if shape is None:

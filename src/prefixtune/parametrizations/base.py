@@ -87,7 +87,8 @@ class Parametrization(nn.Module):
         self.task_head: TaskHead | None = None
 
     def head_params(self) -> dict[str, torch.Tensor] | None:
-        """The adapter's task-head weights by their names in the model, or None (the model's own head)."""
+        """The adapter's task-head weights by their names in the model (a mean-pooling head's: `MEAN_HEAD_NAMES`),
+        or None (the model's own head)."""
         return None if self.task_head is None else self.task_head.params()
 
     # ----- building, compiling, saving --------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 One job: what the classify engine needs of an adapter, read and validated once at load (and again after an
 LRU eviction): the compiled `PrefixKV` (through `PrefixAdapterCompiler`, the same validation and fingerprint
-rules as the generative engine), the adapter's own task head (`train_head`, head.safetensors) and the label
+rules as the generative engine), the adapter's own task head (`train_head`, head.safetensors; a copy of the
+model's head or a mean-pooling one, `head_pooling`) and the label
 names (the adapter's task format, written by `prefixtune train`, else the model's `id2label`). An adapter that
 cannot classify (a token tagger) still loads; `CompiledClassifier.problem` says why, and a classify request
 for it is a 400. Depends on torch, io and parametrizations; runs on the engine thread.
@@ -81,7 +82,7 @@ class EncoderAdapterCompiler:
         head = None
         if files.head is not None:
             weights = {n: t.to(device=self.prefixes.device) for n, t in files.head.items()}
-            head = TaskHead(weights).requires_grad_(False)
+            head = TaskHead(weights, pooling=files.config.head_pooling).requires_grad_(False)
         task = files.metadata.get("task") if isinstance(files.metadata, dict) else None
         task = task if isinstance(task, dict) else {}
         saved = tuple(str(x) for x in task.get("labels") or ())

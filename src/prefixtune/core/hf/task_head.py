@@ -38,6 +38,13 @@ def encoder_output(model: nn.Module, hidden: torch.Tensor) -> BaseModelOutputWit
     )
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The attention-mask-weighted mean over positions: (B, n, d), (B, n) -> (B, d) (sentence-transformers'
+    mean pooling; padded positions count for nothing, a row without real tokens gives zeros)."""
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, n, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def run_head(
     model: nn.Module, encoded: Any, params: dict[str, torch.Tensor] | None = None, **forward_kwargs: Any
 ) -> Any:
