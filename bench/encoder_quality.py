@@ -18,8 +18,8 @@ on validation accuracy from a small sweep at the first seed, then rerun at the o
 - full fine-tuning: every weight of BertForSequenceClassification trains.
 - levers, at prefix + head's learning rate (not swept): `kv` + head; our prefix read by the probe's head (a
   fresh linear on the mean-pooled states) instead of BERT's pooler + classifier, now the library's
-  `PrefixConfig(train_head=True, head_pooling="mean")` (the committed results predate it: that head was built
-  here, the same architecture and loss with another initialization draw; not rerun).
+  `PrefixConfig(train_head=True, head_pooling="mean")` (the committed rows of it were rerun through that
+  option).
 
 The contenders live in `encoder_contenders.py`.
 
