@@ -168,7 +168,9 @@ def evaluate(
     """
     if is_encoder_decoder(_base(model)):
         check_task(fmt)  # encoder-decoders generate completions; they do not score options
-    was_training = getattr(model, "training", False)
+    # Every module's own mode, restored after: `attach` returns a module in training mode around a base in eval
+    # mode, and a blanket `model.train()` afterwards would turn the base's dropout on (issue 14).
+    modes = [(m, m.training) for m in model.modules()] if hasattr(model, "modules") else []
     if hasattr(model, "eval"):
         model.eval()
     try:
@@ -179,8 +181,8 @@ def evaluate(
             return _classify(model, tokenizer, examples, fmt, adapter_name, batch_size)
         return _generate(model, tokenizer, examples, adapter_name, batch_size, max_new_tokens)
     finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+        for module, training in modes:
+            module.training = training
 
 
 def _is_encoder(model: Any) -> bool:
