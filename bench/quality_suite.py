@@ -40,7 +40,11 @@ import torch
 from prefixtune.models import load_model
 from quality import BUILDERS, DEFAULT_LRS, load_task, train_and_score
 
-TASKS = ("rotten-tomatoes", "debates-2016")
+TASKS = ("rotten-tomatoes", "debates-2016", "wordnet-definitions")
+# PEFT's generate ignores prefix adapters with transformers 5.x, so PEFT prefix/prompt tuning have no
+# generation rows (bench/quality.py's peft_method).
+GENERATES = {"wordnet-definitions"}
+NO_GENERATE = {"peft-prefix", "peft-prompt"}
 BUDGETS = (0.002, 0.007)
 METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
 # Levers: one change each to ours-prefix (bench/quality.py's BUILDERS say which).
@@ -96,8 +100,12 @@ def base_method(method: str) -> str:
 
 
 def task_init_text(data: dict) -> str:
-    """The shortest training example of each label, prompt and label word, in label order."""
+    """The shortest training example of each label, prompt and label word, in label order; for a generation
+    task the four shortest training examples."""
     fmt, parts = data["format"], []
+    if fmt.kind != "classification":
+        shortest = sorted(data["train_examples"], key=lambda e: len(e.prompt) + len(e.reference or ""))[:4]
+        return "".join(f"{e.prompt}{e.reference}\n" for e in shortest)
     for label in fmt.labels:
         shortest = min((e for e in data["train_examples"] if e.label == label), key=lambda e: len(e.prompt))
         parts.append("".join(s.text for s in shortest.segments) + "\n")
@@ -120,6 +128,8 @@ def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
         init_text = task_init_text(data)
         for budget in args.budgets:
             for method in args.methods:
+                if task in GENERATES and method in NO_GENERATE:
+                    continue
                 size = size_for(method, budget, geo, args.max_prompt_tokens)
                 for lr in args.lrs[method]:
                     for seed in args.seeds:
@@ -165,6 +175,8 @@ def summarize(results: list[dict]) -> list[dict]:
                 "validation": statistics.mean(r["validation"] for r in runs),
                 "test": statistics.mean(tests),
                 "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
+                "metric": runs[0].get("metric", "accuracy"),
+                "test_rougeL": statistics.mean(r.get("test_rougeL", 0.0) for r in runs),
                 "s_per_step": statistics.mean(r["s_per_step"] for r in runs),
             }
         )
@@ -179,21 +191,31 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
         f"Command: `{command}`",
         "",
         f"{args.steps} steps of batch {args.batch_size}; validation: first {args.val_limit}, test: first "
-        f"{args.test_limit} of each split; seeds {args.seeds}; lr per row picked on mean validation accuracy "
-        "from the sweep in the command (see `--help` for the protocol).",
+        f"{args.test_limit} of each split; lr per row picked on mean validation score over the seeds run "
+        "(see `--help` for the protocol). Classification: accuracy; generation: corpus BLEU (sacrebleu, every "
+        "reference) and mean best-reference ROUGE-L of greedy outputs.",
     ]
     for task in args.tasks:
         for budget in args.budgets:
             cell = sorted((r for r in rows if r["task"] == task and r["budget"] == budget), key=lambda r: -r["test"])
+            if not cell:
+                continue
+            generation = cell[0]["metric"] == "bleu"
+            scale = 100 if generation else 1  # BLEU is stored / 100
             lora = next((r["test"] for r in cell if r["method"] == "peft-lora"), None)
+            name = "BLEU" if generation else "acc"
             lines += ["", f"## {task}, budget {budget:.1%} of the model", ""]
-            lines += ["| method | m or rank | params | lr | val acc | test acc (mean +- std) | vs LoRA | s/step |"]
-            lines += ["|---|---:|---:|---:|---:|---:|---:|---:|"]
+            header = f"| method | m or rank | params | lr | val {name} | test {name} (mean +- std) |"
+            header += " test ROUGE-L |" if generation else ""
+            lines += [header + " vs LoRA (points) | s/step |"]
+            lines += ["|---|---:|---:|---:|---:|---:|" + ("---:|" if generation else "") + "---:|---:|"]
             for r in cell:
                 gap = "" if lora is None else f"{100 * (r['test'] - lora):+.1f}"
+                rouge = f" {r['test_rougeL']:.3f} |" if generation else ""
                 lines.append(
-                    f"| {r['method']} | {r['size']} | {r['params']:,} | {r['lr']:g} | {r['validation']:.3f} | "
-                    f"{r['test']:.3f} +- {r['test_std']:.3f} (n={r['seeds']}) | {gap} | {r['s_per_step']:.2f} |"
+                    f"| {r['method']} | {r['size']} | {r['params']:,} | {r['lr']:g} | "
+                    f"{scale * r['validation']:.3f} | {scale * r['test']:.3f} +- {scale * r['test_std']:.3f} "
+                    f"(n={r['seeds']}) |{rouge} {gap} | {r['s_per_step']:.2f} |"
                 )
     lines += ["", "All runs:", "", "```", *[json.dumps(r) for r in results], "```", ""]
     return "\n".join(lines)
@@ -208,11 +230,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--val-limit", type=int, default=200)
-    parser.add_argument("--test-limit", type=int, default=500)
+    parser.add_argument("--val-limit", type=int, default=100)
+    parser.add_argument("--test-limit", type=int, default=200)
     parser.add_argument("--max-prompt-tokens", type=int, default=100, help="cap on m for prompt tuning")
     parser.add_argument("--jsonl", default="bench/results-quality-suite.jsonl", help="finished runs (resumable)")
     parser.add_argument("--out", default=None, help="write the markdown report here")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the runs already in --jsonl; train nothing"
+    )
     args = parser.parse_args(argv)
     missing = [m for m in args.methods if m not in args.lrs]
     if missing:
@@ -220,9 +245,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def recorded_runs(args: argparse.Namespace) -> list[dict]:
+    """The runs in --jsonl that the command's tasks, budgets, methods, lrs, seeds and steps select."""
+    path = Path(args.jsonl)
+    runs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return [
+        r
+        for r in runs
+        if r["task"] in args.tasks
+        and r["budget"] in args.budgets
+        and r["method"] in args.methods
+        and r["lr"] in args.lrs.get(r["method"], ())
+        and r["seed"] in args.seeds
+        and r.get("steps") == args.steps
+    ]
+
+
 def main() -> None:
     args = parse_args()
-    results = run_all(args, geometry())
+    results = recorded_runs(args) if args.report_only else run_all(args, geometry())
     command = "PYTHONPATH=src .venv/bin/python bench/quality_suite.py " + shlex.join(sys.argv[1:])
     report = write_markdown(summarize(results), results, args, command)
     if args.out:

