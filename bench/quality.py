@@ -134,6 +134,19 @@ def peft_lora(rank: int, seed: int, init_text: str = "") -> Contender:
     return contender
 
 
+def ptplus(rank: int, seed: int, init_text: str = "") -> Contender:
+    """The Prefix-Tuning+-style query memory of rank `rank` (bench/ptplus.py); `init_text` is unused."""
+    from ptplus import attach_ptplus
+
+    model, tok, params = attach_ptplus(rank, seed)
+    return Contender(
+        params=params,
+        loss=lambda b: model(**b).loss,
+        logits=lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits,
+        generate=lambda prompts: _greedy(model, tok, prompts, None),
+    )
+
+
 def _peft_contender(peft_model: torch.nn.Module) -> Contender:
     return Contender(
         params=[p for p in peft_model.parameters() if p.requires_grad],
@@ -150,6 +163,7 @@ BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
     "peft-prefix": lambda m, s, text: peft_method("prefix", m, s, text),
     "peft-prompt": lambda m, s, text: peft_method("prompt", m, s, text),
     "peft-lora": lambda r, s, text: peft_lora(r, s, text),
+    "ptplus": lambda r, s, text: ptplus(r, s, text),
     # Levers on our `prefix` (issue 14): the same size, one change each.
     "ours-prefix-mlp": lambda m, s, text: ours("prefix", m, s, text, reparam_hidden=512),
     "ours-prefix-vocab": lambda m, s, text: ours("prefix", m, s, text, init="vocab"),

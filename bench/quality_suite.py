@@ -49,6 +49,8 @@ BUDGETS = (0.002, 0.007)
 METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
 # Levers: one change each to ours-prefix (bench/quality.py's BUILDERS say which).
 LEVERS = ("ours-prefix-mlp", "ours-prefix-vocab", "ours-prefix-random", "ours-prefix-scaled")
+# Prefix-Tuning+'s query-dependent memory (bench/ptplus.py): measured for quality, not a library method.
+CANDIDATES = ("ptplus",)
 SUITE_LRS = {
     **DEFAULT_LRS,
     "peft-lora": [5e-4, 2e-3],
@@ -56,6 +58,7 @@ SUITE_LRS = {
     "ours-prefix-vocab": DEFAULT_LRS["ours-prefix"],
     "ours-prefix-random": DEFAULT_LRS["ours-prefix"],
     "ours-prefix-scaled": [3e-3, 1e-2],  # relative to each vector's scale
+    "ptplus": [5e-4, 2e-3],  # a LoRA-like zero-initialized product: LoRA's rates
 }
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
 
@@ -68,6 +71,8 @@ class Geometry:
     hidden: int
     kv_dim: int
     total: int
+    heads: int
+    head_dim: int
 
 
 def geometry() -> Geometry:
@@ -76,7 +81,8 @@ def geometry() -> Geometry:
     c = model.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     kv_dim = c.num_key_value_heads * head_dim
-    return Geometry(c.num_hidden_layers, c.hidden_size, kv_dim, sum(p.numel() for p in model.parameters()))
+    total = sum(p.numel() for p in model.parameters())
+    return Geometry(c.num_hidden_layers, c.hidden_size, kv_dim, total, c.num_attention_heads, head_dim)
 
 
 def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) -> int:
@@ -89,6 +95,7 @@ def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) 
         "ours-prompt": d,  # soft prompt: m x d
         "peft-prompt": d,
         "peft-lora": L * (2 * (d + d) + 2 * (d + d_kv)),  # A and B of q, o (d -> d) and k, v (d -> d_kv)
+        "ptplus": L * geo.heads * 2 * geo.head_dim,  # A_h and B_h of each head's memory, per unit of rank
     }[base_method(method)]
     size = max(1, round(budget * geo.total / per_unit))
     return min(size, max_prompt_tokens) if method.endswith("prompt") else size
@@ -225,7 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="shares of the model")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *LEVERS])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *LEVERS, *CANDIDATES])
     parser.add_argument("--lrs", type=json.loads, default=SUITE_LRS, help="JSON: method -> list of lrs to sweep")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=100)
