@@ -169,6 +169,10 @@ BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
     "ours-prefix-vocab": lambda m, s, text: ours("prefix", m, s, text, init="vocab"),
     "ours-prefix-random": lambda m, s, text: ours("prefix", m, s, text, init="random"),
     "ours-prefix-scaled": lambda m, s, text: ours_scaled("prefix", m, s, text),
+    # The suite passes this lever the label words instead of the task text (quality_suite.init_text_for).
+    "ours-prefix-labels": lambda m, s, text: ours("prefix", m, s, text),
+    # A long prefix at any budget: m = 128 (what it buys, and what it costs per step).
+    "ours-prefix-m128": lambda m, s, text: ours("prefix", m, s, text),  # the suite's size_for gives 128
 }
 
 
@@ -181,10 +185,11 @@ def train_and_score(contender: Contender, lr: float, data: dict, steps: int, bat
     optimizer = torch.optim.AdamW(contender.params, lr=lr)
     scheduler = get_scheduler("linear", optimizer, round(0.06 * steps), steps)
     collate = Collator(data["pad"], "right")
-    start = time.perf_counter()
+    start, losses = time.perf_counter(), []
     for step in range(steps):
         rows = batch_rows(len(data["train"]), step, batch_size, seed, 0, 1)
         loss = contender.loss(collate([data["train"][i] for i in rows]))
+        losses.append(loss.item())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(contender.params, 1.0)
         before = None if contender.update_scales is None else [p.detach().clone() for p in contender.params]
@@ -196,6 +201,10 @@ def train_and_score(contender: Contender, lr: float, data: dict, steps: int, bat
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     result = {"params": sum(p.numel() for p in contender.params), "s_per_step": (time.perf_counter() - start) / steps}
+    # Training loss over the first and last tenth of the steps: is a row under- or over-fitting?
+    tenth = max(1, steps // 10)
+    result["train_loss_first"] = sum(losses[:tenth]) / tenth
+    result["train_loss_last"] = sum(losses[-tenth:]) / tenth
     if data["kind"] == "generation":
         return result | _score_generation(contender, data)
     with torch.no_grad():

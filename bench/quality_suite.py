@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import statistics
 import sys
@@ -48,7 +49,14 @@ NO_GENERATE = {"peft-prefix", "peft-prompt"}
 BUDGETS = (0.002, 0.007)
 METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
 # Levers: one change each to ours-prefix (bench/quality.py's BUILDERS say which).
-LEVERS = ("ours-prefix-mlp", "ours-prefix-vocab", "ours-prefix-random", "ours-prefix-scaled")
+LEVERS = (
+    "ours-prefix-mlp",
+    "ours-prefix-vocab",
+    "ours-prefix-random",
+    "ours-prefix-scaled",
+    "ours-prefix-labels",
+    "ours-prefix-m128",
+)
 # Prefix-Tuning+'s query-dependent memory (bench/ptplus.py): measured for quality, not a library method.
 CANDIDATES = ("ptplus",)
 SUITE_LRS = {
@@ -58,6 +66,8 @@ SUITE_LRS = {
     "ours-prefix-vocab": DEFAULT_LRS["ours-prefix"],
     "ours-prefix-random": DEFAULT_LRS["ours-prefix"],
     "ours-prefix-scaled": [3e-3, 1e-2],  # relative to each vector's scale
+    "ours-prefix-labels": DEFAULT_LRS["ours-prefix"],
+    "ours-prefix-m128": DEFAULT_LRS["ours-prefix"],
     "ptplus": [5e-4, 2e-3],  # a LoRA-like zero-initialized product: LoRA's rates
 }
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
@@ -86,7 +96,11 @@ def geometry() -> Geometry:
 
 
 def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) -> int:
-    """m (or LoRA's rank) whose parameter count is nearest `budget` x the model's parameters."""
+    """m (or LoRA's rank) whose parameter count is nearest `budget` x the model's parameters; a lever named
+    `...-m<N>` has m = N whatever the budget."""
+    fixed = re.fullmatch(r".*-m(\d+)", method)
+    if fixed:
+        return int(fixed.group(1))
     L, d, d_kv = geo.layers, geo.hidden, geo.kv_dim
     per_unit = {
         "ours-prefix": L * d,  # hidden-state prefix P^l: L x m x d
@@ -119,6 +133,18 @@ def task_init_text(data: dict) -> str:
     return "".join(parts)
 
 
+def label_init_text(data: dict) -> str:
+    """The label words, space-separated (the `labels` init lever); a generation task has none."""
+    fmt = data["format"]
+    if fmt.kind != "classification":
+        raise ValueError("the label-word initialization needs a classification task")
+    return "".join(fmt.verbalizer[label] for label in fmt.labels)
+
+
+def init_text_for(method: str, data: dict, task_text: str) -> str:
+    return label_init_text(data) if method == "ours-prefix-labels" else task_text
+
+
 def run_key(record: dict) -> tuple:
     return record["task"], record["budget"], record["method"], record["lr"], record["seed"]
 
@@ -142,7 +168,7 @@ def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
                     for seed in args.seeds:
                         key = (task, budget, method, lr, seed)
                         if key not in done:
-                            done[key] = _run(key, size, data, init_text, args, jsonl)
+                            done[key] = _run(key, size, data, init_text_for(method, data, init_text), args, jsonl)
                         results.append(done[key])
     return results
 
