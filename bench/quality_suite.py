@@ -201,6 +201,11 @@ def _run(key: tuple, size: int, data: dict, init_text: str, args: argparse.Names
     return record
 
 
+def sweep_score(runs: list[dict], seeds: set[int]) -> float:
+    """Mean validation score of the runs with one of `seeds`."""
+    return statistics.mean(r["validation"] for r in runs if r["seed"] in seeds)
+
+
 def summarize(results: list[dict]) -> list[dict]:
     """One row per (task, budget, method): the lr with the best mean validation, test mean and std over seeds."""
     cells: dict[tuple, dict[float, list[dict]]] = {}
@@ -212,10 +217,7 @@ def summarize(results: list[dict]) -> list[dict]:
         # seeds is not favoured or penalized for it; the test mean then takes every seed at the chosen rate.
         common = set.intersection(*({r["seed"] for r in runs} for runs in by_lr.values()))
 
-        def sweep_score(item: tuple[float, list[dict]]) -> float:
-            return statistics.mean(r["validation"] for r in item[1] if r["seed"] in common)
-
-        lr, runs = max(by_lr.items(), key=sweep_score)
+        lr, runs = max(by_lr.items(), key=lambda item, seeds=common: sweep_score(item[1], seeds))
         swept = ", ".join(f"{x:g}" for x in sorted(by_lr))
         tests = [r["test"] for r in runs]
         rows.append(
