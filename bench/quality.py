@@ -169,6 +169,8 @@ BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
     "ours-prefix-vocab": lambda m, s, text: ours("prefix", m, s, text, init="vocab"),
     "ours-prefix-random": lambda m, s, text: ours("prefix", m, s, text, init="random"),
     "ours-prefix-scaled": lambda m, s, text: ours_scaled("prefix", m, s, text),
+    # `kv` as `prefixtune train` starts it by default (vocab init), not from the task text.
+    "ours-kv-vocab": lambda m, s, text: ours("kv", m, s, text, init="vocab"),
     # The suite passes this lever the label words instead of the task text (quality_suite.init_text_for).
     "ours-prefix-labels": lambda m, s, text: ours("prefix", m, s, text),
     # A long prefix at any budget: m = 128 (what it buys, and what it costs per step).

@@ -66,6 +66,7 @@ LEVERS = (
     "ours-prefix-scaled",
     "ours-prefix-labels",
     "ours-prefix-m128",
+    "ours-kv-vocab",
 )
 # Prefix-Tuning+'s query-dependent memory (bench/ptplus.py): measured for quality, not a library method.
 CANDIDATES = ("ptplus",)
@@ -82,6 +83,7 @@ SUITE_LRS = {
     "ours-prefix-scaled": [3e-3, 1e-2],  # relative to each vector's scale
     "ours-prefix-labels": [1e-2, 3e-2],
     "ours-prefix-m128": [1e-2, 3e-2],
+    "ours-kv-vocab": [3e-3, 1e-2],
     "ptplus": [5e-4, 2e-3],  # a LoRA-like zero-initialized product: LoRA's rates
 }
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
@@ -130,7 +132,8 @@ def size_for(method: str, budget: float, geo: Geometry, max_prompt_tokens: int) 
 
 
 def base_method(method: str) -> str:
-    """The method a lever varies (`ours-prefix-mlp` -> `ours-prefix`): its size rule applies."""
+    """The method a lever varies (`ours-prefix-mlp` -> `ours-prefix`, `ours-kv-vocab` -> `ours-kv`): its size
+    rule applies."""
     return "-".join(method.split("-")[:2])
 
 
