@@ -162,8 +162,17 @@ def init_text_for(method: str, data: dict, task_text: str) -> str:
     return label_init_text(data) if method == "ours-prefix-labels" else task_text
 
 
+# Runs made before the records held their split sizes used the first 100 validation and 200 test examples.
+EARLY_SIZES = (100, 200)
+
+
+def split_sizes(record: dict) -> tuple[int, int]:
+    """How many validation and test examples a run was scored on."""
+    return record.get("n_validation", EARLY_SIZES[0]), record.get("n_test", EARLY_SIZES[1])
+
+
 def run_key(record: dict) -> tuple:
-    return record["task"], record["budget"], record["method"], record["lr"], record["seed"]
+    return record["task"], record["budget"], record["method"], record["lr"], record["seed"], *split_sizes(record)
 
 
 def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
@@ -176,6 +185,7 @@ def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
     for task in args.tasks:
         data = load_task(task, args.val_limit, args.test_limit, MAX_LENGTH)
         init_text = task_init_text(data)
+        sizes = len(data["validation"]["prompts"]), len(data["test"]["prompts"])
         for budget in args.budgets:
             for method in args.methods:
                 if task in GENERATES and method in NO_GENERATE:
@@ -183,7 +193,7 @@ def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
                 size = size_for(method, budget, geo, args.max_prompt_tokens)
                 for lr in args.lrs[method]:
                     for seed in args.seeds:
-                        key = (task, budget, method, lr, seed)
+                        key = (task, budget, method, lr, seed, *sizes)
                         if key not in done:
                             done[key] = _run(key, size, data, init_text_for(method, data, init_text), args, jsonl)
                         results.append(done[key])
@@ -192,12 +202,12 @@ def run_all(args: argparse.Namespace, geo: Geometry) -> list[dict]:
 
 def _run(key: tuple, size: int, data: dict, init_text: str, args: argparse.Namespace, jsonl: Path) -> dict:
     """Train and score one run, print it and append it to `jsonl`."""
-    task, budget, method, lr, seed = key
+    task, budget, method, lr, seed, n_validation, n_test = key
     torch.manual_seed(seed)
     contender = BUILDERS[method](size, seed, init_text)
     scores = train_and_score(contender, lr, data, args.steps, args.batch_size, seed)
     record = {"task": task, "budget": budget, "method": method, "size": size, "lr": lr, "seed": seed}
-    record |= {"steps": args.steps, **scores}
+    record |= {"steps": args.steps, "n_validation": n_validation, "n_test": n_test, **scores}
     print(json.dumps(record), flush=True)
     with jsonl.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -232,6 +242,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "params": runs[0]["params"],
                 "lr": lr,
                 "seeds": len(runs),
+                "first_run": runs[0],
                 "swept": swept,
                 "validation": statistics.mean(r["validation"] for r in runs),
                 "test": statistics.mean(tests),
@@ -251,8 +262,8 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
         "",
         f"Command: `{command}`",
         "",
-        f"{args.steps} steps of batch {args.batch_size}; validation: first {args.val_limit}, test: first "
-        f"{args.test_limit} of each split; lr per row picked on validation (seeds common to every rate run) "
+        f"{args.steps} steps of batch {args.batch_size}; each table gives its validation and test sizes; lr per "
+        "row picked on validation (seeds common to every rate run) "
         "(see `--help` for the protocol). Classification: accuracy; generation: corpus BLEU (sacrebleu, every "
         "reference) and mean best-reference ROUGE-L of greedy outputs.",
     ]
@@ -265,7 +276,8 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
             scale = 100 if generation else 1  # BLEU is stored / 100
             lora = next((r["test"] for r in cell if r["method"] == "peft-lora"), None)
             name = "BLEU" if generation else "acc"
-            lines += ["", f"## {task}, budget {budget:.1%} of the model", ""]
+            n_val, n_test = split_sizes(cell[0]["first_run"])
+            lines += ["", f"## {task}, budget {budget:.1%} of the model (validation n={n_val}, test n={n_test})", ""]
             header = f"| method | m or rank | params | lrs run | lr (val) | val {name} | test {name} (mean +- std) |"
             header += " test ROUGE-L |" if generation else ""
             lines += [header + " vs LoRA (points) | s/step |"]
@@ -291,8 +303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--val-limit", type=int, default=100)
-    parser.add_argument("--test-limit", type=int, default=200)
+    parser.add_argument("--val-limit", type=int, default=None, help="first N validation examples (default: all)")
+    parser.add_argument("--test-limit", type=int, default=None, help="first N test examples (default: all)")
     parser.add_argument("--max-prompt-tokens", type=int, default=100, help="cap on m for prompt tuning")
     parser.add_argument("--jsonl", default="bench/results-quality-suite.jsonl", help="finished runs (resumable)")
     parser.add_argument("--out", default=None, help="write the markdown report here")
@@ -310,10 +322,20 @@ def recorded_runs(args: argparse.Namespace) -> list[dict]:
     """The runs in --jsonl that the command's tasks, budgets, methods, lrs, seeds and steps select."""
     path = Path(args.jsonl)
     runs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    largest: dict[tuple, dict] = {}  # a run scored on more examples supersedes the same run on fewer
+    for r in runs:
+        key = run_key(r)[:5]
+        if key not in largest or split_sizes(r)[1] > split_sizes(largest[key])[1]:
+            largest[key] = r
+    # Within a task every row is compared on the same examples: the largest split any run of it used.
+    full = {}
+    for r in largest.values():
+        full[r["task"]] = max(full.get(r["task"], (0, 0)), split_sizes(r), key=lambda sizes: sizes[1])
     return [
         r
-        for r in runs
-        if r["task"] in args.tasks
+        for r in largest.values()
+        if split_sizes(r) == full[r["task"]]
+        and r["task"] in args.tasks
         and r["budget"] in args.budgets
         and r["method"] in args.methods
         and r["lr"] in args.lrs.get(r["method"], ())
