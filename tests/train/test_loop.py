@@ -169,7 +169,7 @@ def test_default_learning_rate_is_the_methods_own():
     from prefixtune.parametrizations import parametrization_class
 
     rates = {m: parametrization_class(m).default_learning_rate for m in ("prefix", "kv", "prompt")}
-    assert rates == {"prefix": 3e-2, "kv": 5e-3, "prompt": 5e-3}
+    assert rates == {"prefix": 3e-2, "kv": 1e-2, "prompt": 5e-3}
     cfg = TrainConfig(data="x")
     assert cfg.resolved_learning_rate(has_reparam=False, method_default=rates["prefix"]) == 3e-2
     assert cfg.resolved_learning_rate(has_reparam=True, method_default=rates["prefix"]) == 1e-4

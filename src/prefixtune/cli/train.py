@@ -42,7 +42,8 @@ examples:
   accelerate launch -m prefixtune.cli.main train --data train.jsonl --output-dir runs/x
 
 learning rates: direct prefixes train well at 5e-3..1e-2 (P-tuning v2 uses up to 6e-2); with the
-reparametrization MLP (--reparam-hidden) use 5e-5..1e-4. The default picks 5e-3 or 1e-4 accordingly.
+reparametrization MLP (--reparam-hidden) use 5e-5..1e-4. The default is the method's own (prefix 3e-2,
+kv 1e-2, prompt 5e-3: what the quality suite's validation picked) or 1e-4 with the MLP.
 
 outputs (in --output-dir): adapter/ (best by validation metric; task format stored in it, so `prefixtune
 eval` needs no format flags), checkpoint.pt (for --resume), metrics.jsonl, curve.png, train_config.json.

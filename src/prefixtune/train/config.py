@@ -18,7 +18,8 @@ PRECISIONS: tuple[str, ...] = ("auto", "no", "bf16", "fp16")
 
 # Li & Liang (2021) and P-tuning v2 train direct prefixes with 5e-3..1e-2 (P-tuning v2 up to 6e-2); through
 # the reparametrization MLP the gradients are much larger, and 5e-5..1e-4 is the range that trains stably.
-# Each method may set its own direct rate (`Parametrization.default_learning_rate`; `prefix`: 3e-2).
+# Each method may set its own direct rate (`Parametrization.default_learning_rate`; `prefix` 3e-2, `kv` 1e-2:
+# the rates the quality suite's validation picked, bench/RESULTS-quality-suite.md).
 DEFAULT_LR_DIRECT = 5e-3
 DEFAULT_LR_REPARAM = 1e-4
 
@@ -57,7 +58,7 @@ class TrainConfig:
     eval_limit: int | None = _f(200, "Evaluate on the first N validation records (None: all).")
     learning_rate: float | None = _f(
         None,
-        f"Peak learning rate. Default: the method's own for direct training (prefix 3e-2, kv and prompt "
+        f"Peak learning rate. Default: the method's own for direct training (prefix 3e-2, kv 1e-2, prompt "
         f"{DEFAULT_LR_DIRECT:g}; literature: 5e-3..6e-2) and {DEFAULT_LR_REPARAM:g} with the reparametrization "
         "MLP (literature: 5e-5..1e-4).",
     )
