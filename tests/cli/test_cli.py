@@ -93,8 +93,8 @@ def test_train_eval_generate_inspect_end_to_end(capsys, monkeypatch, tiny_llama_
     out = tmp_path / "run"
     code, stdout, _ = _run(
         capsys, "train", "--model", tiny_llama_dir, "--data", train, "--eval-data", valid, "--output-dir", out,
-        "--max-steps", "8", "--eval-every", "4", "--batch-size", "4", "--num-virtual-tokens", "4",
-        "--learning-rate", "0.02", "--no-progress",
+        "--max-steps", "8", "--eval-every", "4", "--batch-size", "4", "--method", "prefix",
+        "--num-virtual-tokens", "4", "--learning-rate", "0.02", "--no-progress",
     )  # fmt: skip
     assert code == 0
     assert "training summary" in stdout and "trainable parameters" in stdout and "best validation accuracy" in stdout

@@ -48,8 +48,8 @@ def test_mixed_adapters_and_heads_equal_each_row_alone(family: str, head: str) -
 
 def test_what_trains_is_explicit() -> None:
     model = make_encoder("bert", "seq", num_labels=3)
-    pm = pt.attach(model, pt.PrefixConfig(num_virtual_tokens=4, train_head=True))
-    pm.add_adapter("frozen_head", pt.PrefixConfig(num_virtual_tokens=4))
+    pm = pt.attach(model, pt.PrefixConfig(method="prefix", num_virtual_tokens=4, train_head=True))
+    pm.add_adapter("frozen_head", pt.PrefixConfig(method="prefix", num_virtual_tokens=4))
     assert pm.trainable_parts() == {"prefix": 2 * 4 * 32, "head": 3 * 32 + 3}
     assert pm.trainable_parts("frozen_head") == {"prefix": 2 * 4 * 32}
     assert pm.num_trainable_parameters() == 2 * 4 * 32 + 3 * 32 + 3

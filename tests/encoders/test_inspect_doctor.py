@@ -15,7 +15,7 @@ from tests.encoders.models import make_encoder
 def head_adapter(tmp_path):
     # init="random": an untrained vocab-init prefix is fine too, but random is what training leaves
     config = pt.PrefixConfig(
-        num_virtual_tokens=3, init="random", seed=0, train_head=True, position_convention="unshifted"
+        method="prefix", num_virtual_tokens=3, init="random", seed=0, train_head=True, position_convention="unshifted"
     )
     return pt.attach(make_encoder("bert", "seq", num_labels=5), config).save_adapter(tmp_path / "a")
 

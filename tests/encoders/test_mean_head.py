@@ -92,7 +92,7 @@ def test_mixed_batch_of_mean_own_and_model_heads_equals_each_row_alone(family: s
 
 
 def test_save_load_round_trip_and_shape_checks(tmp_path) -> None:
-    pm = pt.attach(make_encoder("bert", "seq"), _mean(position_convention="unshifted"))
+    pm = pt.attach(make_encoder("bert", "seq"), _mean(method="prefix", position_convention="unshifted"))
     assert pm.trainable_parts() == {"prefix": 2 * 4 * 32, "head": 3 * 32 + 3}
     path = pm.save_adapter(tmp_path / "a")
     assert sorted(p.name for p in path.iterdir()) == ["adapter.safetensors", "adapter_config.json", "head.safetensors"]
@@ -143,7 +143,7 @@ def test_bad_configurations_are_clear_errors() -> None:
 
 
 def test_inspect_and_doctor(tmp_path) -> None:
-    pm = pt.attach(make_encoder("bert", "seq", num_labels=5), _mean(num_virtual_tokens=3))
+    pm = pt.attach(make_encoder("bert", "seq", num_labels=5), _mean(method="prefix", num_virtual_tokens=3))
     path = pm.save_adapter(tmp_path / "a")
     info = describe(str(path))
     assert info["parameters_by_part"] == {"prefix": 2 * 3 * 32, "head": 5 * 32 + 5}

@@ -55,7 +55,7 @@ def _config(model_dir: Path, train: Path, valid: Path, out: Path, **kw) -> Train
 def test_classification_trains_prefix_and_head(tiny_bert_dir, tmp_path) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64, seed=0))
     valid = write_jsonl(tmp_path / "valid.jsonl", sentiment_rows(16, seed=1))
-    adapter = pt.PrefixConfig(num_virtual_tokens=4, seed=0, train_head=True)
+    adapter = pt.PrefixConfig(method="prefix", num_virtual_tokens=4, seed=0, train_head=True)
     result = run_training(_config(tiny_bert_dir, train, valid, tmp_path / "run"), adapter)
     losses = [r["loss"] for r in result.loop.history if "loss" in r]
     assert losses[-1] < losses[0]

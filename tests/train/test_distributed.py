@@ -68,7 +68,7 @@ def _flags(cfg: TrainConfig) -> list[str]:
     for key in ("model", "data", "output_dir", "max_steps", "eval_every", "batch_size", "grad_accum"):
         flags += [f"--{key.replace('_', '-')}", str(getattr(cfg, key))]
     flags += ["--learning-rate", str(cfg.learning_rate), "--log-every", "1", "--seed", str(cfg.seed)]
-    flags += ["--num-virtual-tokens", str(ADAPTER.num_virtual_tokens), "--no-progress"]
+    flags += ["--method", ADAPTER.method, "--num-virtual-tokens", str(ADAPTER.num_virtual_tokens), "--no-progress"]
     return [*flags, "--resume"] if cfg.resume else flags
 
 
