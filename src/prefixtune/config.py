@@ -42,10 +42,11 @@ class PrefixConfig:
     """
 
     method: str = field(
-        default="prefix",
+        default="kv",
         metadata={
-            "help": "prefix: trainable hidden-state prefix P^l per layer (Li & Liang's method, DESIGN.md §1); "
-            "kv: per-layer keys/values trained directly (PEFT PrefixTuningConfig form); "
+            "help": "kv (default): per-layer keys/values trained directly (PEFT PrefixTuningConfig form, "
+            "P-tuning v2; the best of the three in bench/RESULTS-quality-suite.md); "
+            "prefix: trainable hidden-state prefix P^l per layer (the literal method, DESIGN.md §1); "
             "prompt: soft prompt prepended once to the token embeddings (prompt tuning)."
         },
     )

@@ -150,3 +150,14 @@ def test_config_errors_list_every_problem() -> None:
     with pytest.raises(pt.ConfigError) as info:
         pt.PrefixConfig(method="nope", num_virtual_tokens=0, init="text")
     assert len(info.value.problems) == 3
+
+
+def test_a_config_without_a_method_loads_as_prefix_the_default_it_was_written_under(saved: Path) -> None:
+    """`kv` became the default method (issue 14); a config that omits the method meant `prefix` when written."""
+    file = saved / "adapter_config.json"
+    doc = json.loads(file.read_text())
+    del doc["config"]["method"]
+    file.write_text(json.dumps(doc))
+    loaded = pt.load_adapter(make_model("llama"), saved)
+    assert loaded.adapter_config().method == "prefix"
+    assert pt.PrefixConfig().method == "kv"

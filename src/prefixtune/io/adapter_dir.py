@@ -204,6 +204,8 @@ def _parse_config(file: Path, document: dict[str, Any]) -> PrefixConfig:
     raw = document.get("config")
     if not isinstance(raw, dict):
         raise AdapterFormatError(f"{file}: missing the 'config' object")
+    # Every writer records the method; a config without one predates `kv` as the default and meant `prefix`.
+    raw = {"method": "prefix", **raw}
     try:
         return PrefixConfig.from_dict(raw)
     except ConfigError as exc:
