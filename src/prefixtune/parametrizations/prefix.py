@@ -34,10 +34,10 @@ class HiddenStatePrefix(Parametrization):
         "every layer sees [P^l ; H^(l-1)]; P^l reaches the real tokens only through the keys/values the "
         "layer's frozen attention computes from it (prefix outputs are discarded)"
     )
-    # Hidden states are larger than keys/values (SmolLM2-135M: median RMS about 7 per prefix vector against
-    # 1.4-2.2 for keys/values), and AdamW moves each number by about lr per step, so P^l needs a larger rate
-    # than `kv` to move as far relative to its scale. bench/RESULTS-quality-levers.md (debates-2016, test):
-    # 0.165 at 3e-3, 0.255 at 1e-2, 0.315 at 3e-2 (LoRA r=2 at equal parameters: 0.27).
+    # P^l reaches attention through the layer's RMSNorm, and hidden states carry massive activations (one
+    # dimension holds most of a vector's norm), so AdamW's equal-size steps turn P^l's direction slowly: it
+    # needs a larger rate than `kv`. bench/RESULTS-quality-levers.md (debates-2016, validation): 0.20 at 3e-3,
+    # 0.29 at 1e-2, 0.37 at 3e-2, 0.36 at 1e-1.
     default_learning_rate = 3e-2
 
     def __init__(
