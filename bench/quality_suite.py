@@ -324,7 +324,7 @@ def recorded_runs(args: argparse.Namespace) -> list[dict]:
     runs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     largest: dict[tuple, dict] = {}  # a run scored on more examples supersedes the same run on fewer
     for r in runs:
-        key = run_key(r)[:5]
+        key = (*run_key(r)[:5], r.get("steps"))
         if key not in largest or split_sizes(r)[1] > split_sizes(largest[key])[1]:
             largest[key] = r
     # Within a task every row is compared on the same examples: the largest split any run of it used.
