@@ -232,23 +232,6 @@ def _score_generation(contender: Contender, data: dict) -> dict:
     return out
 
 
-def load_generation_task(dataset: str, val_limit: int | None, test_limit: int | None, max_length: int = 96) -> dict:
-    """A built-in generation task encoded for SmolLM2: train ids with loss on the completion (and EOS), the
-    prompts and every reference of the validation and test splits."""
-    _, tok = load_model("smollm2-135m")
-    fmt = builtin_format(dataset)
-    train = parse_records(load_records(dataset, "train"), fmt, tok)
-    data = {"kind": "generation", "format": fmt, "train_examples": train, "pad": tok.pad_token_id}
-    data["train"] = encode_examples(train, tok, max_length, skips=SkipReport())
-    for split, limit in (("validation", val_limit), ("test", test_limit)):
-        examples = parse_records(load_records(dataset, split, limit), fmt, tok)
-        data[split] = {
-            "prompts": [encode_prompt(e, tok) for e in examples],
-            "references": [list(e.references) for e in examples],
-        }
-    return data
-
-
 def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
     """Train one contender for `args.steps` steps and score it on the validation and test prompts."""
     contender = BUILDERS[name](args.num_virtual_tokens, args.seed, INIT_TEXT)
@@ -258,21 +241,26 @@ def run_one(name: str, lr: float, args: argparse.Namespace, data: dict) -> dict:
 
 
 def load_task(dataset: str, val_limit: int | None, test_limit: int | None, max_length: int = 96) -> dict:
-    """A built-in classification task encoded for SmolLM2: train ids with loss labels, prompts and gold labels
-    of the validation and test splits, the options' ids. Training examples over `max_length` are skipped."""
+    """A built-in task encoded for SmolLM2: train ids with loss labels (training examples over `max_length`
+    are skipped) and the prompts of the validation and test splits; for classification also their gold labels
+    and the options' ids, for generation (a completion task) every reference of each prompt."""
     _, tok = load_model("smollm2-135m")
     fmt = builtin_format(dataset)
     assert fmt is not None, f"{dataset} is not a built-in dataset"
-    if fmt.kind == "completion":
-        return load_generation_task(dataset, val_limit, test_limit, max_length)
+    generation = fmt.kind == "completion"
     train = parse_records(load_records(dataset, "train"), fmt, tok)
-    data = {"kind": "classification", "pad": tok.pad_token_id}
-    data["train"] = encode_examples(train, tok, max_length, skips=SkipReport())
-    data["labels"], data["format"], data["train_examples"] = fmt.labels, fmt, train
-    data["options"] = [tok(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
+    data = {"kind": "generation" if generation else "classification", "format": fmt, "train_examples": train}
+    data |= {"pad": tok.pad_token_id, "train": encode_examples(train, tok, max_length, skips=SkipReport())}
+    if not generation:
+        data["labels"] = fmt.labels
+        data["options"] = [tok(fmt.verbalizer[label], add_special_tokens=False)["input_ids"] for label in fmt.labels]
     for split, limit in (("validation", val_limit), ("test", test_limit)):
         examples = parse_records(load_records(dataset, split, limit), fmt, tok)
-        data[split] = {"prompts": [encode_prompt(e, tok) for e in examples], "gold": [e.label for e in examples]}
+        data[split] = {"prompts": [encode_prompt(e, tok) for e in examples]}
+        if generation:
+            data[split]["references"] = [list(e.references) for e in examples]
+        else:
+            data[split]["gold"] = [e.label for e in examples]
     return data
 
 

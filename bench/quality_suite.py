@@ -242,7 +242,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "params": runs[0]["params"],
                 "lr": lr,
                 "seeds": len(runs),
-                "first_run": runs[0],
+                "sizes": split_sizes(runs[0]),
                 "swept": swept,
                 "validation": statistics.mean(r["validation"] for r in runs),
                 "test": statistics.mean(tests),
@@ -276,7 +276,7 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
             scale = 100 if generation else 1  # BLEU is stored / 100
             lora = next((r["test"] for r in cell if r["method"] == "peft-lora"), None)
             name = "BLEU" if generation else "acc"
-            n_val, n_test = split_sizes(cell[0]["first_run"])
+            n_val, n_test = cell[0]["sizes"]
             lines += ["", f"## {task}, budget {budget:.1%} of the model (validation n={n_val}, test n={n_test})", ""]
             header = f"| method | m or rank | params | lrs run | lr (val) | val {name} | test {name} (mean +- std) |"
             header += " test ROUGE-L |" if generation else ""

@@ -13,7 +13,7 @@ import sys
 from prefixtune.cli.common import add_model_flags, format_table, load_for_inference, stored_task_format
 from prefixtune.cli.options import parse_mapping
 from prefixtune.train.data import SkipReport, parse_records, resolve_task_format
-from prefixtune.train.datasets import SPLITS, builtin_format, load_records
+from prefixtune.train.datasets import BUILTIN_DATASETS, SPLITS, builtin_format, load_records
 from prefixtune.train.formats import KINDS, TaskFormat
 
 EXAMPLES = """\
@@ -39,11 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_flags(parser)
-    parser.add_argument(
-        "--data",
-        required=True,
-        help="JSONL file or built-in dataset (rotten-tomatoes, debates-2016, wordnet-definitions)",
-    )
+    parser.add_argument("--data", required=True, help=f"JSONL file or built-in dataset ({', '.join(BUILTIN_DATASETS)})")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split of a built-in dataset (default: test)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per forward pass (default: 16)")

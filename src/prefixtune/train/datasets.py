@@ -144,8 +144,10 @@ def _wordnet_glosses() -> dict[tuple[str, str], list[str]]:
             definition = re.split(r';\s*"', gloss.strip())[0].strip().rstrip(";").strip()
             for i in range(count):
                 word = re.sub(r"\(\w+\)$", "", fields[4 + 2 * i])
-                senses = glosses.setdefault((word, pos), []) if re.fullmatch(r"[a-z]{3,}", word) else None
-                if senses is not None and definition not in senses:
+                if not re.fullmatch(r"[a-z]{3,}", word):
+                    continue
+                senses = glosses.setdefault((word, pos), [])
+                if definition not in senses:
                     senses.append(definition)
     return glosses
 
