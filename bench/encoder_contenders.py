@@ -103,12 +103,18 @@ def through_model(forward: Callable, data: dict[str, Split], pad_id: int) -> tup
 def prefix_contender(spec: dict, seed: int, data: dict[str, Split], pad_id: int) -> Contender:
     """Our adapter (`prefix` or `kv`) with the adapter's own trainable copy of the classifier."""
     torch.manual_seed(seed)  # the new classifier's initialization
+    return adapter_contender(spec, seed, data, pad_id, head_pooling="model")
+
+
+def adapter_contender(spec: dict, seed: int, data: dict[str, Split], pad_id: int, head_pooling: str) -> Contender:
+    """Our adapter (`spec`'s method, m and position convention) with its own trainable head."""
     model, tokenizer = load_encoder(MODEL, head="sequence", labels=list(LABELS))
     config = pt.PrefixConfig(
         method=spec["method"],
         num_virtual_tokens=spec["m"],
         seed=seed,
         train_head=True,
+        head_pooling=head_pooling,
         position_convention=spec["convention"],
     )
     pm = pt.attach(model, config, tokenizer=tokenizer)
@@ -127,18 +133,7 @@ def prefix_mean_contender(spec: dict, seed: int, data: dict[str, Split], pad_id:
     the mean of the real tokens' last states (the probe's head) instead of the model's pooler + classifier.
     (RESULTS-encoder-quality.md's 76.7 was measured with this head built here, before it was a library
     option: same architecture and loss, another initialization draw.)"""
-    model, tokenizer = load_encoder(MODEL, head="sequence", labels=list(LABELS))
-    config = pt.PrefixConfig(
-        method=spec["method"],
-        num_virtual_tokens=spec["m"],
-        seed=seed,
-        train_head=True,
-        head_pooling="mean",
-        position_convention=spec["convention"],
-    )
-    pm = pt.attach(model, config, tokenizer=tokenizer)
-    loss, logits = through_model(pm, data, pad_id)
-    return Contender(pm.trainable_parameters(), loss, logits, [pm], parts=pm.trainable_parts())
+    return adapter_contender(spec, seed, data, pad_id, head_pooling="mean")
 
 
 def full_contender(spec: dict, seed: int, data: dict[str, Split], pad_id: int) -> Contender:
