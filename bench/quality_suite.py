@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from prefixtune.models import load_model
+from prefixtune.train.task_init import task_init_text as library_task_init_text
 from quality import BUILDERS, load_task, train_and_score
 
 TASKS = ("rotten-tomatoes", "debates-2016", "wordnet-definitions")
@@ -138,16 +139,10 @@ def base_method(method: str) -> str:
 
 
 def task_init_text(data: dict) -> str:
-    """The shortest training example of each label, prompt and label word, in label order; for a generation
-    task the four shortest training examples."""
-    fmt, parts = data["format"], []
-    if fmt.kind != "classification":
-        shortest = sorted(data["train_examples"], key=lambda e: len(e.prompt) + len(e.reference or ""))[:4]
-        return "".join(f"{e.prompt}{e.reference}\n" for e in shortest)
-    for label in fmt.labels:
-        shortest = min((e for e in data["train_examples"] if e.label == label), key=lambda e: len(e.prompt))
-        parts.append("".join(s.text for s in shortest.segments) + "\n")
-    return "".join(parts)
+    """The library's `task` initialization text (`prefixtune.train.task_init`), which `prefixtune train` starts
+    from by default: the shortest training example of each label with its label word; for a generation task
+    the four shortest training examples."""
+    return library_task_init_text(data["train_examples"], data["format"])
 
 
 def label_init_text(data: dict) -> str:

@@ -11,7 +11,7 @@ from prefixtune.core.inject import KVStore, prefix_forward  # for engines that o
 
 hf_model = transformers.AutoModelForCausalLM.from_pretrained(model_path)
 cfg = pt.PrefixConfig(method="prefix", num_virtual_tokens=16)  # method: "prefix" | "kv" | "prompt"
-# other fields: init="random" | "vocab" | "text", init_text=None, reparam_hidden=None
+# other fields: init="auto" | "task" | "text" | "vocab" | "random", init_text=None, reparam_hidden=None
 pm = pt.attach(hf_model, cfg, adapter_name="default")  # freezes the base (requires_grad False)
 pm.add_adapter("b", pt.PrefixConfig(method="kv", num_virtual_tokens=8))  # several adapters on one base
 pm.set_adapter("b")

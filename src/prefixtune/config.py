@@ -16,7 +16,8 @@ from prefixtune.errors import ConfigError
 
 Method = Literal["prefix", "kv", "prompt"]  # the built-in methods; others may be registered
 METHODS: tuple[str, ...] = ("prefix", "kv", "prompt")  # the built-in methods (`registered_methods()`: all)
-INITS: tuple[str, ...] = ("random", "vocab", "text")
+# "auto" and "task" are resolved before an adapter is built (`model_checks.config_for_model`, `train.task_init`).
+INITS: tuple[str, ...] = ("auto", "task", "text", "vocab", "random")
 POSITION_CONVENTIONS: tuple[str, ...] = ("shifted", "unshifted")
 # How an adapter's own head (`train_head`) reads the encoder: "model", a copy of the model's own head (BERT's
 # pooler on [CLS] + classifier); "mean", a fresh Linear(d, num_labels) on the mean of the real tokens' states.
@@ -54,12 +55,16 @@ class PrefixConfig:
         default=16, metadata={"help": "m, the number of prefix vectors per layer (per adapter)."}
     )
     init: str = field(
-        default="vocab",
+        default="auto",
         metadata={
-            "help": "vocab (default): the activations of random vocabulary tokens run through the frozen "
-            "model; text: the activations of `init_text` (the recipe reported best for modern LLMs); random: "
-            "normal noise at the model's scale (kv: per-layer key/value std; prefix, prompt: embedding std), "
-            "which trains much worse on pretrained models (issue 3's SmolLM2 runs stayed near chance)."
+            "help": "auto (default): task when training starts the adapter on decoder-only data "
+            "(`prefixtune train`, run_training), else vocab. task: text init from the training data, the "
+            "shortest example of each label with its label word (other tasks: the four shortest examples); "
+            "it scored 5 validation points above vocab for kv on debates-2016 (bench/RESULTS-quality-levers.md). "
+            "text: the activations of `init_text` (the recipe reported best for modern LLMs). vocab: the "
+            "activations of random vocabulary tokens run through the frozen model. random: normal noise at "
+            "the model's scale (kv: per-layer key/value std; prefix, prompt: embedding std), which trains much "
+            "worse on pretrained models (issue 3's SmolLM2 runs stayed near chance)."
         },
     )
     init_text: str | None = field(

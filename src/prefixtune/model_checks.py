@@ -65,7 +65,20 @@ def expected_head_shapes(model: nn.Module, config: PrefixConfig) -> dict[str, tu
 
 def config_for_model(model: nn.Module, config: PrefixConfig) -> PrefixConfig:
     """`config` as this model runs it: an encoder-decoder has one position convention, 'unshifted', so the
-    default 'shifted' is recorded as that (the adapter files then say what was run)."""
+    default 'shifted' is recorded as that; init 'auto' with no training data at hand (training resolves it
+    first, `train.task_init`) is 'vocab'. The adapter files then say what was run.
+
+    Raises:
+        ConfigError: init 'task', which needs training examples that only training has.
+    """
+    if config.init == "task":
+        raise ConfigError(
+            "init='task' starts the adapter from training examples, which only training has "
+            "(`prefixtune train`, run_training); to attach one yourself pass init='text' with "
+            "init_text=prefixtune.train.task_init.task_init_text(examples, fmt)"
+        )
+    if config.init == "auto":
+        config = config.replace(init="vocab")
     method = parametrization_class(config.method)
     if is_encoder_decoder(model) and config.position_convention == "shifted" and method.encoder_decoder_problem is None:
         return config.replace(position_convention="unshifted")

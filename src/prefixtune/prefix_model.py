@@ -377,7 +377,7 @@ def attach(
 
     Args:
         model: a transformers causal LM (attention 'sdpa' or 'eager').
-        config: the adapter; default `PrefixConfig()` (method "prefix", m=16).
+        config: the adapter; default `PrefixConfig()` (method "kv", m=16, init "vocab": no training data here).
         adapter_name: its name.
         tokenizer: needed for init='text'.
     """

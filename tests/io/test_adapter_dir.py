@@ -161,3 +161,13 @@ def test_a_config_without_a_method_loads_as_prefix_the_default_it_was_written_un
     loaded = pt.load_adapter(make_model("llama"), saved)
     assert loaded.adapter_config().method == "prefix"
     assert pt.PrefixConfig().method == "kv"
+
+
+def test_a_config_without_an_init_loads_as_vocab_the_default_it_was_written_under(saved: Path) -> None:
+    """'auto' became the default init (issue 14); a config that omits the init meant 'vocab' when written."""
+    file = saved / "adapter_config.json"
+    doc = json.loads(file.read_text())
+    del doc["config"]["init"]
+    file.write_text(json.dumps(doc))
+    assert pt.load_adapter(make_model("llama"), saved).adapter_config().init == "vocab"
+    assert pt.PrefixConfig().init == "auto"

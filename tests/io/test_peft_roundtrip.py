@@ -68,7 +68,19 @@ def test_peft_adapter_loads_with_peft_logits(tmp_path: Path, model_kind: str, pe
     assert max_diff(got, bare, mask) > 1e-3  # the prefix really acts
     assert pm.adapter_config().method == ("prompt" if peft_type == "PROMPT_TUNING" else "kv")
     assert pm.adapter_config().position_convention == "shifted"
+    assert pm.adapter_config().init == "random"  # how PEFT started it (its default), recorded, not rerun
     assert pm.adapter_metadata()["imported_from"]["format"] == "peft"
+
+
+def test_an_imported_prompt_records_peft_s_own_init(tmp_path: Path) -> None:
+    src = save_peft("gpt2", tmp_path / "peft", peft_config("PROMPT_TUNING", 3))
+    file = src / "adapter_config.json"
+    cases = [("TEXT", "a review:", ("text", "a review:")), ("SAMPLE_VOCAB", None, ("vocab", None))]
+    for choice, text, expected in cases:
+        doc = json.loads(file.read_text())
+        file.write_text(json.dumps({**doc, "prompt_tuning_init": choice, "prompt_tuning_init_text": text}))
+        config = pt.load_adapter(make_model("gpt2"), src).adapter_config()
+        assert (config.init, config.init_text) == expected
 
 
 def test_import_writes_an_adapter_that_loads_with_the_same_logits(tmp_path: Path, model_kind: str) -> None:

@@ -204,8 +204,9 @@ def _parse_config(file: Path, document: dict[str, Any]) -> PrefixConfig:
     raw = document.get("config")
     if not isinstance(raw, dict):
         raise AdapterFormatError(f"{file}: missing the 'config' object")
-    # Every writer records the method; a config without one predates `kv` as the default and meant `prefix`.
-    raw = {"method": "prefix", **raw}
+    # Every writer records the method and init; a config without them predates `kv` and 'auto' as the
+    # defaults and meant what the defaults were then.
+    raw = {"method": "prefix", "init": "vocab", **raw}
     try:
         return PrefixConfig.from_dict(raw)
     except ConfigError as exc:

@@ -63,7 +63,10 @@ def peft_to_adapter_files(adapter: PeftAdapter) -> AdapterFiles:
     cls = method_for_peft_type(adapter.peft_type)
     tensors = {name: t.float().contiguous() for name, t in cls.tensors_from_peft(adapter).items()}
     config = PrefixConfig(
-        method=cls.method, num_virtual_tokens=adapter.num_virtual_tokens, position_convention=PEFT_POSITION_CONVENTION
+        method=cls.method,
+        num_virtual_tokens=adapter.num_virtual_tokens,
+        position_convention=PEFT_POSITION_CONVENTION,
+        **_peft_init(adapter.config),
     )
     return AdapterFiles(
         path=adapter.path,
@@ -74,6 +77,15 @@ def peft_to_adapter_files(adapter: PeftAdapter) -> AdapterFiles:
         raw_config=adapter.config,
         weights_file=WEIGHTS_FILE,
     )
+
+
+def _peft_init(raw: dict) -> dict[str, str]:
+    """How PEFT started the adapter, in PrefixConfig's terms (recorded, never rerun: the weights are loaded).
+    PEFT prefix tuning starts from random values; prompt tuning records its choice."""
+    choice, text = raw.get("prompt_tuning_init"), raw.get("prompt_tuning_init_text")
+    if choice == "TEXT" and isinstance(text, str) and text:
+        return {"init": "text", "init_text": text}
+    return {"init": "vocab" if choice == "SAMPLE_VOCAB" else "random"}
 
 
 def read_adapter_files(path: str | os.PathLike) -> AdapterFiles:

@@ -1,8 +1,10 @@
 """One training run end to end: load model and data, attach the adapter, train, save, plot.
 
 One job: the setup and teardown around `train.loop.Trainer` that `prefixtune train` and `prefixtune demo`
-share. With an encoder (`all-minilm-l6-v2`, a BERT-family directory, or a given encoder), the data is read
-first: its labels (or tags) size the task head loaded with the model, and the loss is the head's.
+share. The data is read before the adapter is attached: the default init ('auto') starts a decoder-only
+model's adapter from the task's training examples (`train.task_init`). With an encoder (`all-minilm-l6-v2`,
+a BERT-family directory, or a given encoder) it is read before the model too: its labels (or tags) size the
+task head loaded with the model, and the loss is the head's.
 Writes into `output_dir`: `adapter/` (the best adapter, task format in its metadata),
 `checkpoint/` (resumable), `metrics.jsonl`, `curve.png` and `train_config.json`.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 
 from prefixtune.config import PrefixConfig
-from prefixtune.core import has_bidirectional_attention
+from prefixtune.core import has_bidirectional_attention, is_encoder_decoder
 from prefixtune.encoder_models import encoder_directory, load_encoder
 from prefixtune.errors import ConfigError
 from prefixtune.io.atomic import atomic_write_text, remove_stale_temporaries
@@ -34,6 +36,7 @@ from prefixtune.train.objective import HeadObjective, Objective
 from prefixtune.train.plot import plot_curves
 from prefixtune.train.progress import ProgressCallback
 from prefixtune.train.seq2seq import encode_train_set
+from prefixtune.train.task_init import resolve_init
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +160,29 @@ def _write_run_configs(
     atomic_write_text(output_dir / "run_config.json", json.dumps(resolved, indent=2))
 
 
+def _prepare(config: TrainConfig, prefix_config: PrefixConfig, model: Any, tokenizer: Any):
+    """The model with its new adapter, the data, the encoded training set and the objective of a run:
+    `(prefix_model, tokenizer, data, train_set, objective)`."""
+    if is_encoder_run(config, model):
+        data = load_task_data(config, tokenizer)  # first: its labels size the head
+        head_for(data.fmt)  # refuses completion and chat data on an encoder
+        prefix_config = resolve_init(prefix_config, data.train, data.fmt, decoder_only=False)
+        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer, data.fmt)
+        train_set, objective = _encode_for_head(data, tokenizer, config)
+    else:
+        if model is None:
+            model, tokenizer = load_model(config.model)
+        elif tokenizer is None:
+            raise ConfigError("a tokenizer is required when passing a model")
+        data = load_task_data(config, tokenizer)  # before the adapter: its init may be the task's text
+        decoder_only = not is_encoder_decoder(model)
+        prefix_config = resolve_init(prefix_config, data.train, data.fmt, decoder_only=decoder_only)
+        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
+        skips = data.skips if config.skip_invalid else None
+        train_set, objective = encode_train_set(pm.base_model, data, tokenizer, config.max_length, skips)
+    return pm, tokenizer, data, train_set, objective
+
+
 def run_training(
     config: TrainConfig,
     prefix_config: PrefixConfig,
@@ -183,16 +209,8 @@ def run_training(
     accelerator = make_accelerator(config)
     if config.resume:
         _check_resume(output_dir, config, accelerator.num_processes)
-    if is_encoder_run(config, model):
-        data = load_task_data(config, tokenizer)  # first: its labels size the head
-        head_for(data.fmt)  # refuses completion and chat data on an encoder
-        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer, data.fmt)
-        train_set, objective = _encode_for_head(data, tokenizer, config)
-    else:
-        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
-        data = load_task_data(config, tokenizer)
-        skips = data.skips if config.skip_invalid else None
-        train_set, objective = encode_train_set(pm.base_model, data, tokenizer, config.max_length, skips)
+    pm, tokenizer, data, train_set, objective = _prepare(config, prefix_config, model, tokenizer)
+    prefix_config = pm.adapter_config(config.adapter_name)  # as built: init resolved, as the adapter records
     pm.to(accelerator.device)
     if data.skips.count:
         logger.warning("%s", data.skips.summary())
