@@ -1,10 +1,10 @@
 """`prefixtune demo` (what `make demo` runs): a real gain on a real model and real data, on a laptop CPU.
 
-One job: load SmolLM2-135M-Instruct, print its zero-shot validation accuracy on Rotten Tomatoes, train a
-"prefix" adapter, print the held-out test accuracy, save `runs/demo/adapter` with its curve, generate a few
-labelled examples and print how many parameters were trained. The settings below were tuned to finish in
-under 10 minutes on 2 CPU cores; `configs/rotten-tomatoes-prefix.toml` holds the same run for
-`prefixtune train --config`.
+One job: load SmolLM2-135M-Instruct, print its zero-shot validation accuracy on Rotten Tomatoes, train an
+adapter with the library's defaults (method "kv", its learning rate, started from the task's own text), print
+the held-out test accuracy, save `runs/demo/adapter` with its curve, generate a few labelled examples and print
+how many parameters were trained. The settings below finish in under 10 minutes on 2 CPU cores;
+`configs/rotten-tomatoes.toml` holds the same run for `prefixtune train --config`.
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ examples:
   prefixtune demo --output-dir runs/demo2 --max-steps 100
 """
 
-# The prefix starts from the activations of two made-up labelled reviews (init="text", the recipe reported
-# best for modern LLMs): at step 0 the adapter is a two-shot prompt the model already understands, and
-# training moves it from there. m is the text's token count, so the text is neither cut nor tiled.
-DEMO_INIT_TEXT = (
-    "Review: an utterly charming and hilarious film.\nSentiment: positive\n"
-    "Review: a tedious, poorly acted mess.\nSentiment: negative\n"
-)
-DEMO_PREFIX = {"method": "prefix", "init": "text", "init_text": DEMO_INIT_TEXT}
+# Every adapter setting is the default but m: 23 vectors per layer is the quality suite's 0.2% budget
+# (bench/RESULTS-quality-suite.md), where `kv` scored 0.842 on the full test split. The default init ('auto')
+# starts them from the task's text: the shortest training review of each label, with its label word.
+DEMO_ADAPTER = {"num_virtual_tokens": 23}
 DEMO_TRAIN = {
     "model": "smollm2-135m",
     "data": "rotten-tomatoes",
-    "learning_rate": 3e-3,
     "batch_size": 8,
     "max_steps": 100,
     "eval_every": 50,
@@ -87,12 +82,11 @@ def run(args: argparse.Namespace) -> int:
     base = evaluate(model, tokenizer, validation, fmt, batch_size=32).metrics
     _say(f"      bare model: accuracy {base['accuracy']:.3f}, macro-F1 {base['macro_f1']:.3f}")
 
-    _say("[3/5] training a 'prefix' adapter (only the prefixes learn; the model stays frozen)")
+    _say("[3/5] training a 'kv' prefix adapter (only the prefixes learn; the model stays frozen)")
     train_cfg = TrainConfig(
         **{**DEMO_TRAIN, "max_steps": args.max_steps}, output_dir=args.output_dir, progress=not args.no_progress
     )
-    m = len(tokenizer(DEMO_INIT_TEXT, add_special_tokens=False)["input_ids"])
-    adapter_cfg = PrefixConfig(**DEMO_PREFIX, num_virtual_tokens=m, seed=train_cfg.seed)
+    adapter_cfg = PrefixConfig(**DEMO_ADAPTER, seed=train_cfg.seed)
     with progress_bar(train_cfg.progress) as on_progress:
         result = run_training(train_cfg, adapter_cfg, model=model, tokenizer=tokenizer, on_progress=on_progress)
     _redraw_curve_with_base(result, base)
@@ -131,7 +125,7 @@ def _redraw_curve_with_base(result, base: dict[str, float]) -> None:
     from prefixtune.train.plot import plot_curves
 
     records = [{"step": 0, "base_accuracy": base["accuracy"]}, *read_metrics(result.metrics_path)]
-    result.curve_path = plot_curves(records, result.output_dir / "curve.png", "accuracy", "rotten-tomatoes, prefix")
+    result.curve_path = plot_curves(records, result.output_dir / "curve.png", "accuracy", "rotten-tomatoes, kv prefix")
 
 
 def _show_samples(pm, tokenizer, examples, fmt) -> None:

@@ -35,8 +35,8 @@ examples:
   prefixtune train --model all-minilm-l6-v2 --data ner.jsonl --eval-data ner-valid.jsonl --train-head
 
   # everything from a config file, one flag overridden; then continue an interrupted run exactly
-  prefixtune train --config configs/rotten-tomatoes-prefix.toml --max-steps 300
-  prefixtune train --config configs/rotten-tomatoes-prefix.toml --max-steps 300 --resume
+  prefixtune train --config configs/rotten-tomatoes.toml --max-steps 300
+  prefixtune train --config configs/rotten-tomatoes.toml --max-steps 300 --resume
 
   # several GPUs (the same command under accelerate)
   accelerate launch -m prefixtune.cli.main train --data train.jsonl --output-dir runs/x
