@@ -214,6 +214,9 @@ def train_and_score(contender: Contender, lr: float, data: dict, steps: int, bat
             scores = score_options(contender.logits, data[split]["prompts"], data["options"], pad_token_id=data["pad"])
             predictions = [data["labels"][i] for i in scores.argmax(-1).tolist()]
             result[split] = accuracy(predictions, data[split]["gold"])
+    # Which test examples were right, in split order ("1"/"0"): methods compared example by example (by
+    # prompt length, bench/quality_by_length.py) on the same seed.
+    result["test_correct"] = "".join(str(int(p == g)) for p, g in zip(predictions, data["test"]["gold"], strict=True))
     return result
 
 

@@ -27,9 +27,10 @@ Protocol. Budgets are shares of SmolLM2-135M's parameters (0.2% and 0.7%): each 
 the query memory's rank) is the one whose parameter count is nearest the budget; prompt tuning has d
 parameters per token, so it is capped at --max-prompt-tokens and stays far below (the table gives every
 row's real count). Every run has the same steps, batch, schedule (AdamW, linear decay, 6% warmup, clip 1.0)
-and seeded batches; the seed also sets the initialization. Ours and PEFT prompt tuning start from a task
-text (classification: the shortest training example of each label with its label; generation: the four
-shortest training examples), PEFT prefix tuning from random (its only option). The learning rate is picked
+and seeded batches; the seed also sets the initialization. Ours and PEFT prompt tuning start from the task's
+text (`prefixtune train`'s default init, `prefixtune.train.task_init`: the shortest training example of each
+label with its label; generation: the four shortest training examples), PEFT prefix tuning from random (its
+only option). The learning rate is picked
 per (task, budget, method) on mean validation score over the seeds all its rates were run with; the table gives test
 mean +- standard deviation over seeds at that rate, and which rates were run. Classification scoring: summed
 log-likelihood of each label's tokens after the prompt, the same for every method (bench/quality.py).
@@ -285,7 +286,8 @@ def write_markdown(rows: list[dict], results: list[dict], args: argparse.Namespa
                     f"{scale * r['validation']:.3f} | {scale * r['test']:.3f} +- {scale * r['test_std']:.3f} "
                     f"(n={r['seeds']}) |{rouge} {gap} | {r['s_per_step']:.2f} |"
                 )
-    lines += ["", "All runs:", "", "```", *[json.dumps(r) for r in results], "```", ""]
+    runs = [{k: v for k, v in r.items() if k != "test_correct"} for r in results]  # per-example bits: the JSONL
+    lines += ["", "All runs (per-example results in the JSONL):", "", "```", *[json.dumps(r) for r in runs], "```", ""]
     return "\n".join(lines)
 
 
@@ -295,7 +297,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="shares of the model")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *LEVERS, *CANDIDATES])
     parser.add_argument("--lrs", type=json.loads, default=SUITE_LRS, help="JSON: method -> list of lrs to sweep")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="default: 0 1 (training); all recorded (--report-only)"
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-limit", type=int, default=None, help="first N validation examples (default: all)")
@@ -307,6 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report-only", action="store_true", help="write the report from the runs already in --jsonl; train nothing"
     )
     args = parser.parse_args(argv)
+    if args.seeds is None and not args.report_only:
+        args.seeds = [0, 1]
     missing = [m for m in args.methods if m not in args.lrs]
     if missing:
         parser.error(f"--lrs has no learning rates for {', '.join(missing)}")
@@ -334,7 +340,7 @@ def recorded_runs(args: argparse.Namespace) -> list[dict]:
         and r["budget"] in args.budgets
         and r["method"] in args.methods
         and r["lr"] in args.lrs.get(r["method"], ())
-        and r["seed"] in args.seeds
+        and (args.seeds is None or r["seed"] in args.seeds)
         and r.get("steps") == args.steps
     ]
 
