@@ -20,6 +20,7 @@ from prefixtune.core import max_positions, position_offset
 from prefixtune.serve.encoder_compiler import CompiledClassifier, model_labels
 from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.classify_batcher import ClassifyBatcher, ClassifyRow
+from prefixtune.serve.engine.lifecycle import drain_then_stop
 from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
     Classification,
@@ -101,10 +102,7 @@ class EncoderEngine(TextCodecMethods, RegistryMethods):
     async def shutdown(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting, let queued rows run (up to `drain_timeout` s), then stop the thread."""
         self.is_accepting = False
-        deadline = asyncio.get_running_loop().time() + drain_timeout
-        while self.batcher.has_work and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.to_thread(self.batcher.stop, 10.0)
+        await drain_then_stop(self.batcher, drain_timeout)
 
     # ----- Engine protocol --------------------------------------------------------------------------
     @property

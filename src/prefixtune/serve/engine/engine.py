@@ -21,6 +21,7 @@ from prefixtune.serve.engine.calls import EngineCalls
 from prefixtune.serve.engine.core import EngineCore
 from prefixtune.serve.engine.generative import GenerativeEngineMethods
 from prefixtune.serve.engine.kv_store import SlotKVStore
+from prefixtune.serve.engine.lifecycle import drain_then_stop
 from prefixtune.serve.engine.limits import EngineLimits
 from prefixtune.serve.engine.messages import (
     EngineStats,
@@ -130,10 +131,7 @@ class AsyncEngine(TextCodecMethods, RegistryMethods, GenerativeEngineMethods):
     async def shutdown(self, drain_timeout: float = 30.0) -> None:
         """Stop accepting, let running requests finish (up to `drain_timeout` s), then stop the thread."""
         self.is_accepting = False
-        deadline = asyncio.get_running_loop().time() + drain_timeout
-        while self.core.has_work and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
-        await asyncio.to_thread(self.core.stop, 10.0)
+        await drain_then_stop(self.core, drain_timeout)
 
     # ----- Engine protocol --------------------------------------------------------------------------
     @property
