@@ -57,6 +57,8 @@ class Contender:
     update_scales: list[torch.Tensor] | None = None
     # Greedy continuations of token-id prompts (generation tasks); None: the method cannot generate here.
     generate: Callable[[list[list[int]]], list[str]] | None = None
+    # Our adapter module (ours only): what a lever wraps.
+    params_owner: torch.nn.Module | None = None
 
 
 def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT, **overrides: object) -> Contender:
@@ -73,6 +75,7 @@ def ours(method: str, m: int, seed: int, init_text: str = INIT_TEXT, **overrides
         loss=lambda b: pm(**b, adapter_names=["default"] * b["input_ids"].shape[0]).loss,
         logits=lambda ids, mask: pm(input_ids=ids, attention_mask=mask, adapter_names=["default"] * len(ids)).logits,
         generate=lambda prompts: _greedy(pm, tok, prompts, "default"),
+        params_owner=pm.get_adapter("default"),
     )
 
 
@@ -87,6 +90,24 @@ def ours_scaled(method: str, m: int, seed: int, init_text: str = INIT_TEXT) -> C
     and position (median RMS about 7, some positions above 10^4), keys/values much less (RMS 1.4-2.2)."""
     contender = ours(method, m, seed, init_text)
     contender.update_scales = [p.detach().float().pow(2).mean(-1, keepdim=True).sqrt() for p in contender.params]
+    return contender
+
+
+def ours_dropout(method: str, m: int, seed: int, init_text: str = INIT_TEXT, p: float = 0.1) -> Contender:
+    """Our adapter with dropout on its per-layer keys and values in training forwards (P-tuning v2 applies
+    its hidden dropout, 0.1, to the prefix's past_key_values); scoring (under no_grad) sees them whole."""
+    contender = ours(method, m, seed, init_text)
+    adapter = contender.params_owner
+    undropped = adapter.layer_tensors
+
+    def dropped() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        keys, values = undropped()
+        if not torch.is_grad_enabled():
+            return keys, values
+        drop = torch.nn.functional.dropout
+        return [drop(k, p) for k in keys], [drop(v, p) for v in values]
+
+    adapter.layer_tensors = dropped
     return contender
 
 
@@ -169,8 +190,12 @@ BUILDERS: dict[str, Callable[[int, int, str], Contender]] = {
     "ours-prefix-vocab": lambda m, s, text: ours("prefix", m, s, text, init="vocab"),
     "ours-prefix-random": lambda m, s, text: ours("prefix", m, s, text, init="random"),
     "ours-prefix-scaled": lambda m, s, text: ours_scaled("prefix", m, s, text),
-    # `kv` as `prefixtune train` starts it by default (vocab init), not from the task text.
+    # `kv` from random vocabulary tokens (what `attach` without data does; `prefixtune train`'s default
+    # before it started from the task text).
     "ours-kv-vocab": lambda m, s, text: ours("kv", m, s, text, init="vocab"),
+    # Levers on `kv`: P-tuning v2's dropout (0.1) on the prefix keys/values; a long prefix, m = 128.
+    "ours-kv-dropout": lambda m, s, text: ours_dropout("kv", m, s, text),
+    "ours-kv-m128": lambda m, s, text: ours("kv", m, s, text),  # the suite's size_for gives 128
     # The suite passes this lever the label words instead of the task text (quality_suite.init_text_for).
     "ours-prefix-labels": lambda m, s, text: ours("prefix", m, s, text),
     # A long prefix at any budget: m = 128 (what it buys, and what it costs per step).

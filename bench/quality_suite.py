@@ -69,6 +69,8 @@ LEVERS = (
     "ours-prefix-labels",
     "ours-prefix-m128",
     "ours-kv-vocab",
+    "ours-kv-dropout",
+    "ours-kv-m128",
 )
 # Prefix-Tuning+'s query-dependent memory (bench/ptplus.py): measured for quality, not a library method.
 CANDIDATES = ("ptplus",)
@@ -86,6 +88,8 @@ SUITE_LRS = {
     "ours-prefix-labels": [1e-2, 3e-2],
     "ours-prefix-m128": [1e-2, 3e-2],
     "ours-kv-vocab": [3e-3, 1e-2],
+    "ours-kv-dropout": [1e-2],
+    "ours-kv-m128": [1e-2],
     "ptplus": [5e-4, 2e-3],  # a LoRA-like zero-initialized product: LoRA's rates
 }
 MAX_LENGTH = 128  # tokens per training example; the debates' longest prompt is about 110
