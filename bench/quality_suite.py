@@ -60,7 +60,7 @@ GENERATES = {"wordnet-definitions"}
 NO_GENERATE = {"peft-prefix", "peft-prompt"}
 BUDGETS = (0.002, 0.007)
 METHODS = ("ours-prefix", "ours-kv", "ours-prompt", "peft-lora", "peft-prefix", "peft-prompt")
-# Levers: one change each to ours-prefix (bench/quality.py's BUILDERS say which).
+# Levers: one change each to ours-prefix or ours-kv (bench/quality.py's BUILDERS say which).
 LEVERS = (
     "ours-prefix-mlp",
     "ours-prefix-vocab",
