@@ -57,7 +57,7 @@ class PrefixConfig:
     init: str = field(
         default="auto",
         metadata={
-            "help": "auto (default): task when training starts the adapter on decoder-only data "
+            "help": "auto (default): task when training starts the adapter of a decoder-only model "
             "(`prefixtune train`, run_training), else vocab. task: text init from the training data, the "
             "shortest example of each label with its label word (other tasks: the four shortest examples); "
             "it scored 5 validation points above vocab for kv on debates-2016 (bench/RESULTS-quality-levers.md). "
