@@ -41,6 +41,10 @@ def length_bins(lengths: list[int], count: int) -> list[list[int]]:
     return [order[b * len(order) // count : (b + 1) * len(order) // count] for b in range(count)]
 
 
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def report(args: argparse.Namespace) -> str:
     records = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines()]
     runs = {m: chosen_runs(records, args.task, args.budget, m, args.steps) for m in args.methods}
@@ -72,11 +76,7 @@ def report(args: argparse.Namespace) -> str:
         f"Test split n={len(lengths)}, in {args.bins} bins of equal count by prompt tokens; seeds {seeds} "
         f"(mean over them); rates as the suite picked them ({lrs}). Same examples for every method.",
         "",
-        "| prompt tokens | n | "
-        + " | ".join(args.methods)
-        + " | "
-        + " | ".join(f"{first} - {m}" for m in args.methods[1:])
-        + " |",
+        _row(["prompt tokens", "n", *args.methods, *(f"{first} - {m} (points)" for m in args.methods[1:])]),
         "|---|---:|" + "---:|" * (2 * len(args.methods) - 1),
     ]
     for indices in [*bins, list(range(len(lengths)))]:
@@ -84,9 +84,7 @@ def report(args: argparse.Namespace) -> str:
         label = f"all ({span})" if len(indices) == len(lengths) else span
         scores = [acc(m, indices) for m in args.methods]
         gaps = [f"{100 * (scores[0] - s):+.1f}" for s in scores[1:]]
-        lines.append(
-            f"| {label} | {len(indices)} | " + " | ".join(f"{s:.3f}" for s in scores) + " | " + " | ".join(gaps) + " |"
-        )
+        lines.append(_row([label, str(len(indices)), *(f"{s:.3f}" for s in scores), *gaps]))
     return "\n".join(lines) + "\n"
 
 
