@@ -299,7 +299,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS), help="shares of the model")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *LEVERS, *CANDIDATES])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=[*METHODS, *LEVERS, *CANDIDATES],
+        help="default: the six methods (training); every method, lever and candidate (--report-only)",
+    )
     parser.add_argument("--lrs", type=json.loads, default=SUITE_LRS, help="JSON: method -> list of lrs to sweep")
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=None, help="default: 0 1 (training); all recorded (--report-only)"
@@ -317,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.seeds is None and not args.report_only:
         args.seeds = [0, 1]
+    if args.methods is None:
+        args.methods = [*METHODS, *LEVERS, *CANDIDATES] if args.report_only else list(METHODS)
     missing = [m for m in args.methods if m not in args.lrs]
     if missing:
         parser.error(f"--lrs has no learning rates for {', '.join(missing)}")
