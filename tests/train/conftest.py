@@ -67,6 +67,15 @@ def write_jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def short_run_config(model_dir: Path, files: tuple[Path, Path], out: Path, **changes):
+    """A 2-step run of the toy task (no evaluation during training, batch 4, no progress bar)."""
+    from prefixtune.train.config import TrainConfig
+
+    train, valid = files
+    base = dict(model=str(model_dir), data=str(train), eval_data=str(valid), output_dir=str(out), max_steps=2)
+    return TrainConfig(**{**base, "eval_every": 0, "batch_size": 4, "progress": False, **changes})
+
+
 def sentiment_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
     """A toy classification task a tiny model can learn: the label is spelled by the text's first word."""
     import random

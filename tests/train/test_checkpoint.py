@@ -22,8 +22,8 @@ from prefixtune.train.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from prefixtune.train.config import TrainConfig
 from prefixtune.train.run import run_training
+from tests.train.conftest import short_run_config
 
 ADAPTER = PrefixConfig(method="prefix", num_virtual_tokens=2, seed=0)
 
@@ -78,19 +78,13 @@ def test_round_trip_is_exact(tmp_path):
     assert not list(tmp_path.glob("*.pt")) and (tmp_path / CHECKPOINT_DIR / TENSORS_FILE).is_file()
 
 
-def _config(model_dir, files, out, **changes) -> TrainConfig:
-    train, valid = files
-    base = dict(model=str(model_dir), data=str(train), eval_data=str(valid), output_dir=str(out), max_steps=2)
-    return TrainConfig(**{**base, "eval_every": 0, "batch_size": 4, "progress": False, **changes})
-
-
 def test_a_crafted_pickle_checkpoint_is_never_unpickled(tiny_gpt2_dir, sentiment_files, tmp_path):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"params": [CreatesMarker(str(marker))]}, run / "checkpoint.pt")  # the old file name
     with pytest.raises(CheckpointError, match="pickle"):
-        run_training(_config(tiny_gpt2_dir, sentiment_files, run, resume=True), ADAPTER)
+        run_training(short_run_config(tiny_gpt2_dir, sentiment_files, run, resume=True), ADAPTER)
     assert not marker.exists()
 
     (run / "checkpoint.pt").unlink()
@@ -98,7 +92,7 @@ def test_a_crafted_pickle_checkpoint_is_never_unpickled(tiny_gpt2_dir, sentiment
     for name in (TENSORS_FILE, STATE_FILE):  # pickle bytes under the new names
         (run / CHECKPOINT_DIR / name).write_bytes(pickle.dumps(CreatesMarker(str(marker))))
     with pytest.raises(CheckpointError, match="truncated or malformed"):
-        run_training(_config(tiny_gpt2_dir, sentiment_files, run, resume=True), ADAPTER)
+        run_training(short_run_config(tiny_gpt2_dir, sentiment_files, run, resume=True), ADAPTER)
     assert not marker.exists()
 
 
@@ -117,14 +111,14 @@ def test_truncated_checkpoints_give_a_clear_error(tmp_path):
 
 
 def test_stale_temporaries_are_removed_and_a_moved_run_resumes(tiny_gpt2_dir, sentiment_files, tmp_path):
-    first = run_training(_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run"), ADAPTER)
+    first = run_training(short_run_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run"), ADAPTER)
     moved = tmp_path / "elsewhere"
     shutil.move(first.output_dir, moved)
     (moved / ".adapter.tmp-0123abcd").mkdir()  # what a crash mid-write leaves
     (moved / ".checkpoint.tmp-89abcdef").mkdir()
     (moved / ".train_config.json.tmp-00ff00ff").write_text("{")
     (moved / ".keep-me").write_text("not ours")
-    resumed = run_training(_config(tiny_gpt2_dir, sentiment_files, moved, resume=True), ADAPTER)
+    resumed = run_training(short_run_config(tiny_gpt2_dir, sentiment_files, moved, resume=True), ADAPTER)
     assert resumed.output_dir == moved
     assert read_checkpoint(moved)["state"]["step"] == 2
     assert sorted(p.name for p in moved.iterdir() if p.name.startswith(".")) == [".keep-me"]

@@ -15,11 +15,11 @@ import prefixtune as pt
 from prefixtune.config import PrefixConfig
 from prefixtune.errors import ConfigError, DataError
 from prefixtune.models import load_model
-from prefixtune.train.config import TrainConfig
 from prefixtune.train.data import parse_records, resolve_task_format
 from prefixtune.train.run import load_task_data, run_training
 from prefixtune.train.task_init import resolve_init, task_init_text
 from tests.conftest import make_model
+from tests.train.conftest import short_run_config
 
 
 def _parsed(rows: list[dict], tokenizer):
@@ -77,22 +77,8 @@ def test_auto_is_task_on_decoder_only_models_and_explicit_inits_stay(tokenizer):
     assert resolve_init(vocab, examples, fmt, decoder_only=True) == vocab
 
 
-def _train_config(model_dir, files, out) -> TrainConfig:
-    train, valid = files
-    return TrainConfig(
-        model=str(model_dir),
-        data=str(train),
-        eval_data=str(valid),
-        output_dir=str(out),
-        max_steps=2,
-        eval_every=0,
-        batch_size=4,
-        progress=False,
-    )
-
-
 def test_training_starts_from_the_task_text_by_default_and_records_it(tiny_gpt2_dir, sentiment_files, tmp_path):
-    cfg = _train_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run")
+    cfg = short_run_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run")
     result = run_training(cfg, PrefixConfig(method="kv", num_virtual_tokens=4, seed=0))
     saved = json.loads((result.adapter_dir / "adapter_config.json").read_text())["config"]
     _, tok = load_model(tiny_gpt2_dir)
@@ -106,7 +92,7 @@ def test_training_starts_from_the_task_text_by_default_and_records_it(tiny_gpt2_
 
 def test_the_task_text_is_what_the_adapter_starts_from(tiny_gpt2_dir, sentiment_files, tmp_path):
     """The default start equals an explicit init='text' with the same text (and differs from vocab)."""
-    cfg = _train_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run").replace(max_steps=1, learning_rate=1e-12)
+    cfg = short_run_config(tiny_gpt2_dir, sentiment_files, tmp_path / "run").replace(max_steps=1, learning_rate=1e-12)
     auto = run_training(cfg, PrefixConfig(method="kv", num_virtual_tokens=4, seed=0))
     model, tok = load_model(tiny_gpt2_dir)
     data = load_task_data(cfg, tok)

@@ -100,27 +100,26 @@ def is_encoder_run(config: TrainConfig, model: Any = None) -> bool:
     return encoder_directory(config.model) is not None
 
 
-def prepare_model(
-    config: TrainConfig,
-    prefix_config: PrefixConfig,
-    model: Any = None,
-    tokenizer: Any = None,
-    fmt: TaskFormat | None = None,
-):
-    """Load the base model (unless given; an encoder with the head `fmt` needs) and attach a new adapter;
-    returns `(prefix_model, tokenizer)`."""
-    import prefixtune as pt
-
+def load_base(config: TrainConfig, model: Any = None, tokenizer: Any = None, fmt: TaskFormat | None = None):
+    """The base model and its tokenizer: `model` when given (it needs its tokenizer), else `config.model` (an
+    encoder with the head `fmt` needs when `fmt` is given); returns `(model, tokenizer)`."""
     if model is None and fmt is not None:
         model, tokenizer = load_encoder(config.model, head=head_for(fmt), labels=fmt.labels)
     elif model is None:
         model, tokenizer = load_model(config.model)
     if tokenizer is None:
         raise ConfigError("a tokenizer is required when passing a model")
+    return model, tokenizer
+
+
+def attach_new_adapter(config: TrainConfig, prefix_config: PrefixConfig, model: Any, tokenizer: Any):
+    """Freeze `model` and attach the run's new adapter (gradient checkpointing on if asked)."""
+    import prefixtune as pt
+
     pm = pt.attach(model, prefix_config, adapter_name=config.adapter_name, tokenizer=tokenizer)
     if config.gradient_checkpointing:
         pm.gradient_checkpointing_enable()
-    return pm, tokenizer
+    return pm
 
 
 def _encode_for_head(data: TaskData, tokenizer: Any, config: TrainConfig) -> tuple[list, Objective]:
@@ -166,18 +165,16 @@ def _prepare(config: TrainConfig, prefix_config: PrefixConfig, model: Any, token
     if is_encoder_run(config, model):
         data = load_task_data(config, tokenizer)  # first: its labels size the head
         head_for(data.fmt)  # refuses completion and chat data on an encoder
+        model, tokenizer = load_base(config, model, tokenizer, data.fmt)
         prefix_config = resolve_init(prefix_config, data.train, data.fmt, decoder_only=False)
-        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer, data.fmt)
+        pm = attach_new_adapter(config, prefix_config, model, tokenizer)
         train_set, objective = _encode_for_head(data, tokenizer, config)
     else:
-        if model is None:
-            model, tokenizer = load_model(config.model)
-        elif tokenizer is None:
-            raise ConfigError("a tokenizer is required when passing a model")
+        model, tokenizer = load_base(config, model, tokenizer)
         data = load_task_data(config, tokenizer)  # before the adapter: its init may be the task's text
         decoder_only = not is_encoder_decoder(model)
         prefix_config = resolve_init(prefix_config, data.train, data.fmt, decoder_only=decoder_only)
-        pm, tokenizer = prepare_model(config, prefix_config, model, tokenizer)
+        pm = attach_new_adapter(config, prefix_config, model, tokenizer)
         skips = data.skips if config.skip_invalid else None
         train_set, objective = encode_train_set(pm.base_model, data, tokenizer, config.max_length, skips)
     return pm, tokenizer, data, train_set, objective
